@@ -1,0 +1,45 @@
+"""The HTTP API: one FastAPI app under ``/v1``, one router per bounded context."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, FastAPI, Request
+
+from tranche import __version__
+from tranche.api.errors import install_error_handlers
+
+if TYPE_CHECKING:
+    from tranche.bootstrap import Container
+
+
+def container_of(request: Request) -> Container:
+    """The composition root's objects, for route handlers (as a FastAPI dependency)."""
+    container: Container = request.app.state.container
+    return container
+
+
+def create_app(container: Container) -> FastAPI:
+    app = FastAPI(
+        title="tranche",
+        version=__version__,
+        description="Marketplace engine where loan originators sell fractions of their loans to investors.",
+        openapi_url="/v1/openapi.json",
+        docs_url="/v1/docs",
+    )
+    app.state.container = container
+    install_error_handlers(app)
+
+    @app.get("/v1/health", tags=["ops"])
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    for router in _routers():
+        app.include_router(router, prefix="/v1")
+    return app
+
+
+def _routers() -> list[APIRouter]:
+    """Each bounded context's router, imported here so that the app is assembled in one place."""
+    routers: list[APIRouter] = []
+    return routers

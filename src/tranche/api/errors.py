@@ -1,0 +1,55 @@
+"""The one place where tranche's errors become HTTP statuses.
+
+Every error body has the same shape: ``{"error": {"code", "message", "record"?, "field"?}}``.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from tranche.shared.errors import (
+    ConflictError,
+    CurrencyMismatchError,
+    NotFoundError,
+    TrancheError,
+    ValidationError,
+)
+
+# Most specific class first: the first isinstance match wins.
+STATUS_BY_ERROR: list[tuple[type[TrancheError], int]] = [
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (ValidationError, 422),
+    (CurrencyMismatchError, 422),
+]
+
+
+def status_for(error: TrancheError) -> int:
+    for cls, status in STATUS_BY_ERROR:
+        if isinstance(error, cls):
+            return status
+    return 400
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(TrancheError)
+    async def _tranche_error(_request: Request, exc: TrancheError) -> JSONResponse:
+        return JSONResponse({"error": exc.as_dict()}, status_code=status_for(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for item in exc.errors():
+            location = [str(part) for part in item.get("loc", ())]
+            errors.append(
+                {
+                    "code": "invalid",
+                    "message": item.get("msg", "invalid"),
+                    "record": location[0] if location else None,
+                    "field": ".".join(location[1:]) or None,
+                }
+            )
+        first = errors[0] if errors else {"code": "invalid", "message": "invalid request"}
+        return JSONResponse({"error": first, "errors": errors}, status_code=422)

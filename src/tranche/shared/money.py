@@ -1,0 +1,157 @@
+"""Money as integer minor units with a currency; never a float.
+
+>>> Money.parse("12.50", "EUR")
+Money(amount=1250, currency='EUR')
+>>> Money.parse("12.505", "EUR")
+Traceback (most recent call last):
+...
+tranche.shared.errors.ValidationError: 12.505 has more decimals than EUR allows (2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from functools import cache
+
+from tranche.shared.errors import CurrencyMismatchError, ValidationError
+
+# ISO 4217 minor units that are not 2. Everything else in the standard list has two decimals.
+_EXPONENTS: dict[str, int] = {
+    **dict.fromkeys("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF".split(), 0),
+    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
+    **dict.fromkeys("CLF UYW".split(), 4),
+}
+# Codes in ISO 4217 that are not money one lends: precious metals, test and fund codes.
+_NOT_LENDABLE = frozenset(
+    "XAG XAU XBA XBB XBC XBD XDR XPD XPT XSU XTS XUA XXX BOV CHE CHW COU MXV USN".split()
+)
+
+
+@cache
+def _currency_codes() -> frozenset[str]:
+    import pycountry  # imported on first use: its database is loaded lazily
+
+    return frozenset(c.alpha_3 for c in pycountry.currencies) - _NOT_LENDABLE
+
+
+def is_currency(code: str) -> bool:
+    """True for an ISO 4217 code of a currency that loans can be made in."""
+    return code in _currency_codes()
+
+
+def minor_exponent(currency: str) -> int:
+    """Number of decimals of the currency's minor unit (EUR 2, JPY 0, KWD 3)."""
+    if not is_currency(currency):
+        raise ValidationError(f"{currency!r} is not an ISO 4217 currency code", field="currency")
+    return _EXPONENTS.get(currency, 2)
+
+
+def to_minor(value: Decimal, currency: str) -> int:
+    """Exact conversion of a major-unit Decimal to minor units; more decimals than allowed is an error."""
+    exponent = minor_exponent(currency)
+    if not value.is_finite():
+        raise ValidationError(f"{value} is not a finite amount")
+    scaled = value.scaleb(exponent)
+    if scaled != scaled.to_integral_value():
+        raise ValidationError(f"{value} has more decimals than {currency} allows ({exponent})")
+    return int(scaled)
+
+
+def to_major(amount: int, currency: str) -> Decimal:
+    """Minor units back to a major-unit Decimal with exactly the currency's decimals."""
+    return Decimal(amount).scaleb(-minor_exponent(currency))
+
+
+@dataclass(frozen=True, slots=True, order=False)
+class Money:
+    """An amount of one currency in integer minor units (cents for EUR)."""
+
+    amount: int
+    currency: str
+
+    def __post_init__(self) -> None:
+        if type(self.amount) is not int:
+            raise TypeError(f"Money amount must be an int of minor units, not {type(self.amount).__name__}")
+
+    @classmethod
+    def parse(cls, value: str | Decimal | int, currency: str) -> Money:
+        """From major units given as a decimal string, a Decimal or an int."""
+        if isinstance(value, float):
+            raise TypeError("floats are never money; pass a string or a Decimal")
+        try:
+            decimal = value if isinstance(value, Decimal) else Decimal(value)
+        except InvalidOperation:
+            raise ValidationError(f"{value!r} is not a decimal amount") from None
+        return cls(to_minor(decimal, currency), currency)
+
+    @classmethod
+    def zero(cls, currency: str) -> Money:
+        return cls(0, currency)
+
+    def to_decimal(self) -> Decimal:
+        return to_major(self.amount, self.currency)
+
+    def __str__(self) -> str:
+        return f"{self.to_decimal()} {self.currency}"
+
+    def _same(self, other: Money) -> None:
+        if not isinstance(other, Money):
+            raise TypeError(f"cannot combine Money with {type(other).__name__}")
+        if other.currency != self.currency:
+            raise CurrencyMismatchError(f"cannot combine {self.currency} with {other.currency}")
+
+    def __add__(self, other: Money) -> Money:
+        self._same(other)
+        return Money(self.amount + other.amount, self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        self._same(other)
+        return Money(self.amount - other.amount, self.currency)
+
+    def __neg__(self) -> Money:
+        return Money(-self.amount, self.currency)
+
+    def __lt__(self, other: Money) -> bool:
+        self._same(other)
+        return self.amount < other.amount
+
+    def __le__(self, other: Money) -> bool:
+        self._same(other)
+        return self.amount <= other.amount
+
+    def __gt__(self, other: Money) -> bool:
+        self._same(other)
+        return self.amount > other.amount
+
+    def __ge__(self, other: Money) -> bool:
+        self._same(other)
+        return self.amount >= other.amount
+
+    def __bool__(self) -> bool:
+        return self.amount != 0
+
+
+def allocate(total: int, weights: list[int]) -> list[int]:
+    """Split ``total`` minor units by integer weights without losing a unit (largest remainder).
+
+    Each share is floor(total * w / sum(w)); the units left over go one each to the largest remainders,
+    ties to the earliest position, so the result is deterministic and sums exactly to ``total``.
+    A negative total is split as the negation of splitting its absolute value.
+
+    >>> allocate(10000, [1, 1, 1])
+    [3334, 3333, 3333]
+    """
+    if total < 0:
+        return [-share for share in allocate(-total, weights)]
+    if any(w < 0 for w in weights):
+        raise ValueError("weights must not be negative")
+    whole = sum(weights)
+    if whole == 0:
+        raise ValueError("weights must not all be zero")
+    shares = [total * w // whole for w in weights]
+    remainders = [total * w % whole for w in weights]
+    left = total - sum(shares)
+    for index in sorted(range(len(weights)), key=lambda i: (-remainders[i], i))[:left]:
+        shares[index] += 1
+    return shares

@@ -1,0 +1,1 @@
+"""Throwaway real servers (PostgreSQL, RabbitMQ) for tests, benchmarks and local distributed runs."""
