@@ -34,6 +34,7 @@ class OfferMatched:
     currency: str
     all_or_nothing: bool
     bids: tuple[Bid, ...]
+    sell_offer_id: str = ""  # the matcher's offer of this loan version
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,835 @@
+"""The order books: sell offers (parts of loans) against buy offers (buckets' demand), one book per currency.
+
+Pure and in memory: no I/O, no clock. Every call returns the events it caused; the durable record of offers
+and bids is kept by the caller, and :meth:`Matcher.restore` rebuilds the same books from it.
+
+How the book is laid out, and why
+---------------------------------
+Demand is grouped by *criteria*: every buy offer whose bucket asks the same thing (criteria include the
+investor's minimum rate) waits in one FIFO queue, a :class:`_Demand`. The integer dimensions of all live
+criteria (borrower age, credit score, income, term) are cut at every range boundary; a loan's *cell* is its
+country, risk group, lender and the interval it falls in on each cut dimension. All loans of one cell get the
+same answer from every criteria, so the list of demand queues that accept a cell is computed once and cached
+(the cache is dropped when new criteria bring new boundaries). A new sell offer therefore looks at the queues
+that accept it, never at the buy offers that do not.
+
+Unsold partial-funding loans rest per country on a rate ladder (a ``SortedList`` of distinct investor rates,
+each rate a FIFO of offers); a new buy offer walks the ladders of its countries from the highest rate down to
+its minimum rate. Unsold all-or-nothing loans rest apart and are retried, most sellable first, whenever demand
+arrives.
+
+Priorities
+----------
+- A new sell offer serves the queues with the highest minimum rate first (the most demanding investors, who
+  have the fewest loans to choose from), FIFO within a queue.
+- A new buy offer takes the resting loans with the highest investor rate first, FIFO within a rate.
+- All-or-nothing loans are sold in one piece or not at all: a trial allocation is computed and kept only if
+  it covers the whole offer, so no investor's money is parked in a loan that does not fill. When demand
+  arrives, resting all-or-nothing loans are ranked by *sellability*: the demand that could go into the loan
+  (for every compatible queue, the sum over its offers of what each could take from one loan, in whole
+  tickets and within its per-loan cap) divided by the loan's remaining amount. Loans whose sellability is
+  below one cannot fill and are not tried; the others are tried from the highest sellability down, ties to
+  the oldest.
+- Fills are whole multiples of the buy offer's minimum ticket; one portfolio (over all of its buckets) takes
+  at most its per-loan cap from one loan.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right, insort
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal
+
+from sortedcontainers import SortedList
+
+from tranche.matching.criteria import Criteria, LoanTraits
+from tranche.matching.errors import (
+    DuplicateOfferError,
+    InvalidOfferError,
+    MarketMismatchError,
+    OfferWithdrawnError,
+    UnknownOfferError,
+)
+from tranche.matching.events import Bid, BidsRolledBack, LoanFunded, OfferMatched
+
+Event = OfferMatched | LoanFunded | BidsRolledBack
+BidStatus = Literal["placed", "confirmed", "rolled_back"]
+
+
+@dataclass(frozen=True, slots=True)
+class SellOffer:
+    """The part of one version of an assessed loan that its lender sells."""
+
+    offer_id: str
+    lender_id: str
+    loan_id: str
+    loan_version: int
+    currency: str
+    amount: int  # minor units offered: outstanding principal less the lender's retained share
+    lender_rate: Decimal
+    margin: Decimal
+    all_or_nothing: bool
+    traits: LoanTraits
+    product: str = ""
+
+    @property
+    def investor_rate(self) -> Decimal:
+        """What the investors earn: the lender's rate less the platform's margin."""
+        return self.lender_rate - self.margin
+
+
+@dataclass(frozen=True, slots=True)
+class BuyOffer:
+    """One bucket's demand in one cycle of its portfolio."""
+
+    buy_offer_id: str
+    portfolio_id: str
+    investor_id: str
+    bucket_id: str
+    cycle: int
+    currency: str
+    amount: int  # minor units wanted
+    min_ticket: int
+    per_loan_cap: int
+    criteria: Criteria
+
+
+@dataclass(frozen=True, slots=True)
+class BidRecord:
+    """A bid as the durable record holds it: the event's bid plus where it belongs and its status."""
+
+    bid: Bid
+    sell_offer_id: str
+    match_id: str
+    status: BidStatus
+
+
+@dataclass(frozen=True, slots=True)
+class DurableState:
+    """Everything the matcher needs to rebuild its books: open offers in arrival order, and their bids."""
+
+    sells: tuple[tuple[int, SellOffer], ...]  # (seq, offer)
+    buys: tuple[tuple[int, BuyOffer], ...]
+    # every bid on an open sell offer or from an open buy offer, rolled back ones included
+    bids: tuple[BidRecord, ...]
+
+
+@dataclass
+class Changes:
+    """What the matcher did besides the bids its events carry: the durable record applies both."""
+
+    sells: list[tuple[int, SellOffer]] = field(default_factory=list)
+    buys: list[tuple[int, BuyOffer]] = field(default_factory=list)
+    withdrawn: list[str] = field(default_factory=list)  # offer ids (sell or buy), never to trade again
+    finished: list[str] = field(default_factory=list)  # offer ids sold out or filled, and settled
+
+    def __bool__(self) -> bool:
+        return bool(self.sells or self.buys or self.withdrawn or self.finished)
+
+
+class _Demand:
+    """All live buy offers with equal criteria, FIFO by arrival."""
+
+    __slots__ = ("capacity", "criteria", "min_rate", "order", "queue")
+
+    def __init__(self, criteria: Criteria, order: int) -> None:
+        self.criteria = criteria
+        self.min_rate = criteria.min_investor_rate
+        self.order = order
+        self.queue: dict[str, _Buy] = {}
+        # what all queued offers could take from one loan; the numerator of sellability
+        self.capacity = 0
+
+
+class _Buy:
+    __slots__ = ("cap", "demand", "offer", "placed", "portfolio", "remaining", "seq", "ticket")
+
+    def __init__(self, offer: BuyOffer, seq: int, demand: _Demand) -> None:
+        self.offer = offer
+        self.seq = seq
+        self.demand = demand
+        self.remaining = offer.amount
+        self.ticket = offer.min_ticket
+        self.cap = offer.per_loan_cap
+        self.portfolio = offer.portfolio_id
+        self.placed: dict[str, _Bid] = {}
+
+    def takeable(self) -> int:
+        amount = min(self.remaining, self.cap)
+        return amount - amount % self.ticket
+
+
+class _Sell:
+    __slots__ = (
+        "bid_count",
+        "by_portfolio",
+        "confirmed",
+        "investor_rate",
+        "match_count",
+        "offer",
+        "placed",
+        "remaining",
+        "resting",
+        "seq",
+        "traits",
+    )
+
+    def __init__(self, offer: SellOffer, seq: int) -> None:
+        self.offer = offer
+        self.seq = seq
+        self.traits = offer.traits
+        self.investor_rate = offer.lender_rate - offer.margin
+        self.remaining = offer.amount
+        self.confirmed = 0
+        self.placed: dict[str, _Bid] = {}
+        self.by_portfolio: dict[str, int] = {}
+        self.bid_count = 0
+        self.match_count = 0
+        self.resting = False
+
+
+class _Bid:
+    __slots__ = ("bid", "buy", "match_id", "sell")
+
+    def __init__(self, bid: Bid, sell: _Sell, buy: _Buy, match_id: str) -> None:
+        self.bid = bid
+        self.sell = sell
+        self.buy = buy
+        self.match_id = match_id
+
+
+@dataclass
+class _Ladder:
+    """Resting partial-funding offers of one country: distinct investor rates, each a FIFO of offers."""
+
+    rates: SortedList = field(default_factory=SortedList)
+    levels: dict[Decimal, dict[str, _Sell]] = field(default_factory=dict)
+
+
+class _Cell:
+    """The queues that accept one cell of loans, and a loan of that cell to test new criteria on."""
+
+    __slots__ = ("queues", "traits")
+
+    def __init__(self, traits: LoanTraits, queues: list[_Demand]) -> None:
+        self.traits = traits
+        self.queues = queues
+
+
+def _queue_order(d: _Demand) -> tuple[Decimal, int]:
+    return (-d.min_rate, d.order)
+
+
+def _sell_seq(s: _Sell) -> int:
+    return s.seq
+
+
+def _buy_seq(b: _Buy) -> int:
+    return b.seq
+
+
+class _Market:
+    """The book of one currency."""
+
+    def __init__(self, currency: str) -> None:
+        self.currency = currency
+        self.demand: dict[Criteria, _Demand] = {}
+        self.by_country: dict[str | None, list[_Demand]] = {}
+        self.cuts: tuple[list[int], list[int], list[int], list[int]] = ([], [], [], [])
+        self.cells: dict[tuple[object, ...], _Cell] = {}
+        self.ladders: dict[str, _Ladder] = {}
+        self.aon: dict[str, _Sell] = {}
+        # a loan's remainder below every ticket ever seen cannot be sold: the fill loop stops there
+        self.smallest_ticket: int | None = None
+
+    def demand_for(self, criteria: Criteria) -> _Demand:
+        found = self.demand.get(criteria)
+        if found is not None:
+            return found
+        created = _Demand(criteria, len(self.demand))
+        self.demand[criteria] = created
+        for country in criteria.countries if criteria.countries is not None else (None,):
+            self.by_country.setdefault(country, []).append(created)
+        new_cut = False
+        for cuts, points in zip(self.cuts, criteria.boundaries(), strict=True):
+            for point in points:
+                index = bisect_right(cuts, point)
+                if index == 0 or cuts[index - 1] != point:
+                    insort(cuts, point)
+                    new_cut = True
+        if new_cut:
+            # cell keys are interval indexes: a new boundary renumbers them
+            self.cells.clear()
+        else:
+            for cell in self.cells.values():
+                if criteria.accepts(cell.traits):
+                    cell.queues.append(created)
+                    cell.queues.sort(key=_queue_order)
+        return created
+
+    def queues_for(self, traits: LoanTraits) -> list[_Demand]:
+        """The demand queues whose criteria accept this loan (ignoring the rate), most demanding first."""
+        age, score, income, term = self.cuts
+        key = (
+            traits.country,
+            traits.risk_group,
+            traits.lender_id,
+            bisect_right(age, traits.borrower_age),
+            bisect_right(score, traits.credit_score),
+            bisect_right(income, traits.income_monthly),
+            bisect_right(term, traits.term_months),
+        )
+        cell = self.cells.get(key)
+        if cell is None:
+            candidates = self.by_country.get(traits.country, []) + self.by_country.get(None, [])
+            queues = [d for d in candidates if d.criteria.accepts(traits)]
+            queues.sort(key=_queue_order)
+            cell = self.cells[key] = _Cell(traits, queues)
+        return cell.queues
+
+    def enqueue(self, buy: _Buy) -> None:
+        queue = buy.demand.queue
+        key = buy.offer.buy_offer_id
+        if queue and next(reversed(queue.values())).seq > buy.seq:
+            # a rolled-back offer goes back to its place in the FIFO, as a rebuild would put it
+            queue[key] = buy
+            ordered = sorted(queue.values(), key=_buy_seq)
+            queue.clear()
+            queue.update((b.offer.buy_offer_id, b) for b in ordered)
+        else:
+            queue[key] = buy
+        buy.demand.capacity += buy.takeable()
+
+    def dequeue(self, buy: _Buy) -> None:
+        if buy.demand.queue.pop(buy.offer.buy_offer_id, None) is not None:
+            buy.demand.capacity -= buy.takeable()
+
+    def rest(self, sell: _Sell) -> None:
+        if sell.resting or sell.remaining <= 0:
+            return
+        sell.resting = True
+        if sell.offer.all_or_nothing:
+            _insert_by_seq(self.aon, sell)
+            return
+        ladder = self.ladders.get(sell.traits.country)
+        if ladder is None:
+            ladder = self.ladders[sell.traits.country] = _Ladder()
+        level = ladder.levels.get(sell.investor_rate)
+        if level is None:
+            level = ladder.levels[sell.investor_rate] = {}
+            ladder.rates.add(sell.investor_rate)
+        _insert_by_seq(level, sell)
+
+    def unrest(self, sell: _Sell) -> None:
+        if not sell.resting:
+            return
+        sell.resting = False
+        offer_id = sell.offer.offer_id
+        if sell.offer.all_or_nothing:
+            del self.aon[offer_id]
+            return
+        ladder = self.ladders[sell.traits.country]
+        level = ladder.levels[sell.investor_rate]
+        del level[offer_id]
+        if not level:
+            del ladder.levels[sell.investor_rate]
+            ladder.rates.remove(sell.investor_rate)
+
+
+def _insert_by_seq(fifo: dict[str, _Sell], sell: _Sell) -> None:
+    key = sell.offer.offer_id
+    if fifo and next(reversed(fifo.values())).seq > sell.seq:
+        fifo[key] = sell
+        ordered = sorted(fifo.values(), key=_sell_seq)
+        fifo.clear()
+        fifo.update((s.offer.offer_id, s) for s in ordered)
+    else:
+        fifo[key] = sell
+
+
+Fill = tuple[_Buy, int]
+
+
+class Matcher:
+    """The in-memory order books of every market, and the bids not yet settled.
+
+    Offers are immutable: a loan that changes is withdrawn and offered again as a new offer (a new loan
+    version); a portfolio that is edited withdraws its buy offers and issues new ones.
+    """
+
+    def __init__(self) -> None:
+        self._markets: dict[str, _Market] = {}
+        self._sells: dict[str, _Sell] = {}
+        self._buys: dict[str, _Buy] = {}
+        self._withdrawn: set[str] = set()
+        self._seq = 0
+        self._changes = Changes()
+
+    # ------------------------------------------------------------------ public commands
+
+    def add_sell(self, offer: SellOffer) -> list[Event]:
+        """Offer (part of) a loan: sell it to the resting demand as far as it goes, rest the remainder."""
+        self._check_sell(offer)
+        sell = _Sell(offer, self._next_seq())
+        self._sells[offer.offer_id] = sell
+        self._changes.sells.append((sell.seq, offer))
+        market = self._market(offer.currency)
+        events: list[Event] = []
+        self._sell_to_demand(market, sell, events)
+        market.rest(sell)
+        self._maybe_finish_sell(sell)
+        return events
+
+    def add_buys(self, offers: Iterable[BuyOffer]) -> list[Event]:
+        """Place buckets' demand: buy resting loans for each, then retry resting all-or-nothing loans."""
+        events: list[Event] = []
+        added: list[_Buy] = []
+        for offer in offers:
+            self._check_buy(offer)
+            market = self._market(offer.currency)
+            buy = _Buy(offer, self._next_seq(), market.demand_for(offer.criteria))
+            self._buys[offer.buy_offer_id] = buy
+            self._changes.buys.append((buy.seq, offer))
+            if market.smallest_ticket is None or offer.min_ticket < market.smallest_ticket:
+                market.smallest_ticket = offer.min_ticket
+            if buy.remaining >= buy.ticket:
+                market.enqueue(buy)
+            added.append(buy)
+        for currency in sorted({b.offer.currency for b in added}):
+            market = self._markets[currency]
+            self._retry_all_or_nothing(market, events)
+            for buy in added:
+                if buy.offer.currency == currency:
+                    self._buy_from_book(market, buy, events)
+        for buy in added:
+            self._maybe_finish_buy(buy)
+        return events
+
+    def add_buy(self, offer: BuyOffer) -> list[Event]:
+        """One buy offer; see :meth:`add_buys`."""
+        return self.add_buys((offer,))
+
+    def withdraw_sell(self, offer_id: str, reason: str) -> list[Event]:
+        """Take a loan's offer off the market (loan changed, withdrawn or repaid) for good.
+
+        Its unconfirmed bids are rolled back and the demand they held is matched again; the offer is never
+        sold after this call, and confirming it later raises :class:`OfferWithdrawnError`.
+        """
+        sell = self._sells.get(offer_id)
+        if sell is None:
+            if offer_id in self._withdrawn:
+                return []
+            raise UnknownOfferError(f"no sell offer {offer_id}", record=offer_id)
+        market = self._markets[sell.offer.currency]
+        market.unrest(sell)
+        events: list[Event] = []
+        freed = self._roll_back(market, sell, list(sell.placed.values()), reason, events)
+        del self._sells[offer_id]
+        self._withdrawn.add(offer_id)
+        self._changes.withdrawn.append(offer_id)
+        self._rematch_buys(market, freed, events)
+        return events
+
+    def withdraw_buy(self, buy_offer_id: str, reason: str) -> list[Event]:
+        """Withdraw a bucket's demand (portfolio edited, paused or closed): roll back its unconfirmed bids
+        and sell the loans they were on again."""
+        buy = self._buys.get(buy_offer_id)
+        if buy is None:
+            if buy_offer_id in self._withdrawn:
+                return []
+            raise UnknownOfferError(f"no buy offer {buy_offer_id}", record=buy_offer_id)
+        market = self._markets[buy.offer.currency]
+        market.dequeue(buy)
+        del self._buys[buy_offer_id]
+        events: list[Event] = []
+        sells: dict[str, _Sell] = {}
+        for bid in list(buy.placed.values()):
+            sells[bid.sell.offer.offer_id] = bid.sell
+        freed: dict[str, _Buy] = {}
+        for sell in sorted(sells.values(), key=_sell_seq):
+            # an all-or-nothing loan loses its full subscription with any one bid: all of them go
+            bids = (
+                list(sell.placed.values())
+                if sell.offer.all_or_nothing
+                else [b for b in sell.placed.values() if b.buy is buy]
+            )
+            for other in self._roll_back(market, sell, bids, reason, events):
+                freed[other.offer.buy_offer_id] = other
+        freed.pop(buy_offer_id, None)
+        self._withdrawn.add(buy_offer_id)
+        self._changes.withdrawn.append(buy_offer_id)
+        for sell in sorted(sells.values(), key=_sell_seq):
+            if sell.offer.offer_id in self._sells:
+                market.unrest(sell)
+                self._sell_to_demand(market, sell, events)
+                market.rest(sell)
+                self._maybe_finish_sell(sell)
+        self._rematch_buys(market, list(freed.values()), events)
+        return events
+
+    def confirm(self, offer_id: str) -> list[Event]:
+        """Confirm every unconfirmed bid on a sell offer: they become investments (``LoanFunded``)."""
+        sell = self._sells.get(offer_id)
+        if sell is None:
+            if offer_id in self._withdrawn:
+                raise OfferWithdrawnError(f"sell offer {offer_id} was withdrawn", record=offer_id)
+            raise UnknownOfferError(f"no sell offer {offer_id}", record=offer_id)
+        if not sell.placed:
+            return []
+        bid_ids = tuple(sell.placed)
+        for bid in sell.placed.values():
+            sell.confirmed += bid.bid.amount
+            del bid.buy.placed[bid.bid.bid_id]
+        buys = {b.buy.offer.buy_offer_id: b.buy for b in sell.placed.values()}
+        sell.placed.clear()
+        offer = sell.offer
+        self._maybe_finish_sell(sell)
+        for buy in buys.values():
+            self._maybe_finish_buy(buy)
+        return [LoanFunded(offer.lender_id, offer.loan_id, offer.loan_version, offer.currency, bid_ids)]
+
+    def drain_changes(self) -> Changes:
+        """Offers added, withdrawn and let go (sold out or filled, and settled) since the last call."""
+        changes, self._changes = self._changes, Changes()
+        return changes
+
+    # ------------------------------------------------------------------ queries
+
+    def sell_remaining(self, offer_id: str) -> int:
+        """What is still unsold of a live sell offer."""
+        sell = self._sells.get(offer_id)
+        if sell is None:
+            raise UnknownOfferError(f"no sell offer {offer_id}", record=offer_id)
+        return sell.remaining
+
+    def buy_remaining(self, buy_offer_id: str) -> int:
+        """What a live buy offer still wants."""
+        buy = self._buys.get(buy_offer_id)
+        if buy is None:
+            raise UnknownOfferError(f"no buy offer {buy_offer_id}", record=buy_offer_id)
+        return buy.remaining
+
+    def open_sell_ids(self) -> list[str]:
+        return list(self._sells)
+
+    def open_buy_ids(self) -> list[str]:
+        return list(self._buys)
+
+    def snapshot(self) -> dict[str, object]:
+        """A canonical picture of the books and unsettled bids; two matchers in the same state give equal ones."""
+        markets: dict[str, object] = {}
+        for currency, m in sorted(self._markets.items()):
+            queues = sorted(
+                (repr(sorted(d.criteria.to_dict().items())), tuple(d.queue), d.capacity)
+                for d in m.demand.values()
+                if d.queue
+            )
+            ladders = {
+                country: tuple((rate, tuple(lad.levels[rate])) for rate in lad.rates)
+                for country, lad in sorted(m.ladders.items())
+                if lad.rates
+            }
+            markets[currency] = {"queues": tuple(queues), "ladders": ladders, "aon": tuple(m.aon)}
+        sells = tuple(
+            sorted(
+                (
+                    s.offer.offer_id,
+                    s.remaining,
+                    s.confirmed,
+                    tuple(sorted(s.placed)),
+                    s.resting,
+                    tuple(sorted(s.by_portfolio.items())),
+                )
+                for s in self._sells.values()
+            )
+        )
+        buys = tuple(
+            sorted((b.offer.buy_offer_id, b.remaining, tuple(sorted(b.placed))) for b in self._buys.values())
+        )
+        return {"markets": markets, "sells": sells, "buys": buys}
+
+    # ------------------------------------------------------------------ rebuild
+
+    @classmethod
+    def restore(cls, state: DurableState) -> Matcher:
+        """Rebuild the books from the durable record, without matching anything anew."""
+        matcher = cls()
+        top = 0
+        for seq, offer in state.sells:
+            sell = _Sell(offer, seq)
+            matcher._sells[offer.offer_id] = sell
+            matcher._market(offer.currency)
+            top = max(top, seq)
+        for seq, buy_offer in state.buys:
+            market = matcher._market(buy_offer.currency)
+            buy = _Buy(buy_offer, seq, market.demand_for(buy_offer.criteria))
+            matcher._buys[buy_offer.buy_offer_id] = buy
+            if market.smallest_ticket is None or buy_offer.min_ticket < market.smallest_ticket:
+                market.smallest_ticket = buy_offer.min_ticket
+            top = max(top, seq)
+        matches: dict[str, set[str]] = {}
+        for record in state.bids:
+            bid = record.bid
+            seller = matcher._sells.get(record.sell_offer_id)
+            owner = matcher._buys.get(bid.buy_offer_id)
+            if seller is not None:
+                seller.bid_count += 1
+                matches.setdefault(record.sell_offer_id, set()).add(record.match_id)
+            if record.status == "rolled_back":
+                continue
+            if owner is not None:
+                owner.remaining -= bid.amount
+            if seller is None:
+                continue
+            seller.remaining -= bid.amount
+            seller.by_portfolio[bid.portfolio_id] = seller.by_portfolio.get(bid.portfolio_id, 0) + bid.amount
+            if record.status == "confirmed":
+                seller.confirmed += bid.amount
+                continue
+            if owner is None:
+                raise UnknownOfferError(f"bid {bid.bid_id} names no open buy offer", record=bid.bid_id)
+            placed = _Bid(bid, seller, owner, record.match_id)
+            seller.placed[bid.bid_id] = placed
+            owner.placed[bid.bid_id] = placed
+        for offer_id, ids in matches.items():
+            matcher._sells[offer_id].match_count = len(ids)
+        for buy in sorted(matcher._buys.values(), key=_buy_seq):
+            if buy.remaining >= buy.ticket:
+                matcher._markets[buy.offer.currency].enqueue(buy)
+        for sell in sorted(matcher._sells.values(), key=_sell_seq):
+            matcher._markets[sell.offer.currency].rest(sell)
+        matcher._seq = top
+        return matcher
+
+    # ------------------------------------------------------------------ internals
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _market(self, currency: str) -> _Market:
+        market = self._markets.get(currency)
+        if market is None:
+            market = self._markets[currency] = _Market(currency)
+        return market
+
+    def _check_sell(self, offer: SellOffer) -> None:
+        if offer.offer_id in self._sells:
+            raise DuplicateOfferError(f"sell offer {offer.offer_id} already added", record=offer.offer_id)
+        if offer.offer_id in self._withdrawn:
+            raise OfferWithdrawnError(f"sell offer {offer.offer_id} was withdrawn", record=offer.offer_id)
+        if offer.amount < 0:
+            raise InvalidOfferError("offered amount is negative", record=offer.offer_id, field="amount")
+        if offer.margin < 0 or offer.margin > offer.lender_rate:
+            raise InvalidOfferError(
+                f"margin {offer.margin} outside [0, lender rate {offer.lender_rate}]",
+                record=offer.offer_id,
+                field="margin",
+            )
+
+    def _check_buy(self, offer: BuyOffer) -> None:
+        record = offer.buy_offer_id
+        if record in self._buys or record in self._withdrawn:
+            raise DuplicateOfferError(f"buy offer {record} already added", record=record)
+        if offer.min_ticket <= 0:
+            raise InvalidOfferError("minimum ticket must be positive", record=record, field="min_ticket")
+        if offer.per_loan_cap < offer.min_ticket:
+            raise InvalidOfferError(
+                "per-loan cap is below the minimum ticket", record=record, field="per_loan_cap"
+            )
+        if offer.amount < 0:
+            raise InvalidOfferError("amount is negative", record=record, field="amount")
+        if offer.criteria.lenders_in is not None and not offer.criteria.lenders_in:
+            raise MarketMismatchError(
+                "lenders_in is empty: nothing can match", record=record, field="lenders_in"
+            )
+
+    def _allocate(self, market: _Market, sell: _Sell, queues: Iterable[_Demand]) -> list[Fill]:
+        """The fills this loan would get from ``queues`` (nothing is changed): the hot loop of the matcher."""
+        left = sell.remaining
+        floor = market.smallest_ticket or 1
+        if left < floor:
+            return []
+        rate = sell.investor_rate
+        taken = sell.by_portfolio
+        extra: dict[str, int] = {}
+        fills: list[Fill] = []
+        for demand in queues:
+            if demand.min_rate > rate or not demand.queue:
+                continue
+            for buy in demand.queue.values():
+                amount = buy.remaining
+                if amount > left:
+                    amount = left
+                room = buy.cap - taken.get(buy.portfolio, 0) - extra.get(buy.portfolio, 0)
+                if amount > room:
+                    amount = room
+                amount -= amount % buy.ticket
+                if amount <= 0:
+                    continue
+                fills.append((buy, amount))
+                extra[buy.portfolio] = extra.get(buy.portfolio, 0) + amount
+                left -= amount
+                if left < floor:
+                    return fills
+        return fills
+
+    def _apply(self, market: _Market, sell: _Sell, fills: list[Fill], events: list[Event]) -> None:
+        if not fills:
+            return
+        offer = sell.offer
+        sell.match_count += 1
+        match_id = f"{offer.offer_id}@{sell.match_count}"
+        lender_rate = offer.lender_rate
+        investor_rate = sell.investor_rate
+        margin = offer.margin
+        bids: list[Bid] = []
+        for buy, amount in fills:
+            sell.bid_count += 1
+            b = buy.offer
+            bid = Bid(
+                f"{offer.offer_id}#{sell.bid_count}",
+                b.buy_offer_id,
+                b.portfolio_id,
+                b.investor_id,
+                amount,
+                investor_rate,
+                lender_rate,
+                margin,
+            )
+            bids.append(bid)
+            placed = _Bid(bid, sell, buy, match_id)
+            sell.placed[bid.bid_id] = placed
+            buy.placed[bid.bid_id] = placed
+            sell.by_portfolio[b.portfolio_id] = sell.by_portfolio.get(b.portfolio_id, 0) + amount
+            sell.remaining -= amount
+            before = buy.takeable()
+            buy.remaining -= amount
+            if buy.remaining < buy.ticket:
+                if buy.demand.queue.pop(b.buy_offer_id, None) is not None:
+                    buy.demand.capacity -= before
+            else:
+                buy.demand.capacity += buy.takeable() - before
+        events.append(
+            OfferMatched(
+                match_id,
+                offer.lender_id,
+                offer.loan_id,
+                offer.loan_version,
+                offer.currency,
+                offer.all_or_nothing,
+                tuple(bids),
+                offer.offer_id,
+            )
+        )
+
+    def _sell_to_demand(self, market: _Market, sell: _Sell, events: list[Event]) -> None:
+        fills = self._allocate(market, sell, market.queues_for(sell.traits))
+        if sell.offer.all_or_nothing and sum(amount for _, amount in fills) != sell.remaining:
+            return
+        self._apply(market, sell, fills, events)
+
+    def _buy_from_book(self, market: _Market, buy: _Buy, events: list[Event]) -> None:
+        """A buy offer takes resting partial-funding loans: highest investor rate first, FIFO within a rate."""
+        criteria = buy.demand.criteria
+        countries = sorted(criteria.countries) if criteria.countries is not None else sorted(market.ladders)
+        for country in countries:
+            ladder = market.ladders.get(country)
+            if ladder is None or not ladder.rates:
+                continue
+            start = ladder.rates.bisect_left(criteria.min_investor_rate)
+            for rate in list(reversed(ladder.rates[start:])):
+                if buy.remaining < buy.ticket:
+                    return
+                self._buy_from_level(market, buy, ladder.levels[rate], events)
+
+    def _buy_from_level(
+        self, market: _Market, buy: _Buy, level: dict[str, _Sell], events: list[Event]
+    ) -> None:
+        criteria = buy.demand.criteria
+        portfolio = buy.portfolio
+        sold_out: list[_Sell] = []
+        for sell in level.values():
+            if buy.remaining < buy.ticket:
+                break
+            if not criteria.accepts(sell.traits):
+                continue
+            amount = min(buy.remaining, sell.remaining, buy.cap - sell.by_portfolio.get(portfolio, 0))
+            amount -= amount % buy.ticket
+            if amount <= 0:
+                continue
+            self._apply(market, sell, [(buy, amount)], events)
+            if sell.remaining <= 0:
+                sold_out.append(sell)
+        for sell in sold_out:
+            market.unrest(sell)
+            self._maybe_finish_sell(sell)
+
+    def _retry_all_or_nothing(self, market: _Market, events: list[Event]) -> None:
+        """Try resting all-or-nothing loans, most sellable first (see the module docstring)."""
+        if not market.aon:
+            return
+        ranked: list[tuple[int, int, _Sell]] = []
+        for sell in market.aon.values():
+            coverage = 0
+            for demand in market.queues_for(sell.traits):
+                if demand.min_rate <= sell.investor_rate:
+                    coverage += demand.capacity
+            if coverage >= sell.remaining > 0:
+                ranked.append((-(coverage * 1_000_000 // sell.remaining), sell.seq, sell))
+        ranked.sort(key=lambda item: (item[0], item[1]))
+        for _, _, sell in ranked:
+            fills = self._allocate(market, sell, market.queues_for(sell.traits))
+            if sum(amount for _, amount in fills) == sell.remaining:
+                self._apply(market, sell, fills, events)
+                market.unrest(sell)
+
+    def _roll_back(
+        self, market: _Market, sell: _Sell, bids: list[_Bid], reason: str, events: list[Event]
+    ) -> list[_Buy]:
+        """Undo unconfirmed bids on one loan; returns the buy offers that got demand back."""
+        if not bids:
+            return []
+        freed: list[_Buy] = []
+        for placed in bids:
+            bid = placed.bid
+            del sell.placed[bid.bid_id]
+            buy = placed.buy
+            del buy.placed[bid.bid_id]
+            sell.remaining += bid.amount
+            left = sell.by_portfolio[bid.portfolio_id] - bid.amount
+            if left:
+                sell.by_portfolio[bid.portfolio_id] = left
+            else:
+                del sell.by_portfolio[bid.portfolio_id]
+            if self._buys.get(bid.buy_offer_id) is buy:
+                market.dequeue(buy)
+                buy.remaining += bid.amount
+                if buy.remaining >= buy.ticket:
+                    market.enqueue(buy)
+                freed.append(buy)
+            else:
+                buy.remaining += bid.amount
+        offer = sell.offer
+        events.append(
+            BidsRolledBack(offer.lender_id, offer.loan_id, reason, tuple(b.bid.bid_id for b in bids))
+        )
+        return freed
+
+    def _rematch_buys(self, market: _Market, freed: list[_Buy], events: list[Event]) -> None:
+        self._retry_all_or_nothing(market, events)
+        for buy in sorted(freed, key=_buy_seq):
+            if self._buys.get(buy.offer.buy_offer_id) is buy and buy.remaining >= buy.ticket:
+                self._buy_from_book(market, buy, events)
+
+    def _maybe_finish_sell(self, sell: _Sell) -> None:
+        if sell.remaining <= 0 and not sell.placed and self._sells.get(sell.offer.offer_id) is sell:
+            del self._sells[sell.offer.offer_id]
+            self._changes.finished.append(sell.offer.offer_id)
+
+    def _maybe_finish_buy(self, buy: _Buy) -> None:
+        if buy.remaining < buy.ticket and not buy.placed and self._buys.get(buy.offer.buy_offer_id) is buy:
+            del self._buys[buy.offer.buy_offer_id]
+            self._changes.finished.append(buy.offer.buy_offer_id)
