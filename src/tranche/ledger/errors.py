@@ -1,0 +1,130 @@
+"""The ledger's errors, one leaf per rule it enforces.
+
+::
+
+    TrancheError
+    └── LedgerError
+        ├── OverdraftError                      debits would exceed credits on a flagged account
+        ├── CreditCeilingError                  credits would exceed debits on a flagged account
+        ├── TransferExistsError (ConflictError) a reused transfer id with another body
+        ├── AccountExistsError (ConflictError)  a reused account id with another definition
+        ├── UnknownAccountError (NotFoundError) a transfer names an account that does not exist
+        ├── AccountCurrencyError                a transfer's currency is not its accounts' currency
+        ├── InvalidTransferError (ValidationError)  a malformed transfer (same account twice, amount < 1, ...)
+        ├── PendingTransferNotFoundError (NotFoundError)
+        ├── PendingTransferResolvedError        the pending transfer was already posted or voided
+        ├── PendingTransferExpiredError         the pending transfer timed out before it was posted
+        ├── PostExceedsPendingError             a post for more than was reserved
+        ├── LinkedTransferFailedError           another transfer of the same linked chain failed
+        └── UnbalancedLedgerError               the database found a currency whose balances do not sum to zero
+
+Each error names the record at fault (``record``: an account id or a transfer id) and, where it helps, the
+field (``debits``, ``credits``, ``amount``, ``pending_id``, ...). ``transfer_id`` is the transfer refused.
+"""
+
+from __future__ import annotations
+
+from tranche.shared.errors import ConflictError, NotFoundError, TrancheError, ValidationError
+
+
+class LedgerError(TrancheError):
+    """Base of the ledger's errors."""
+
+    code = "ledger_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        record: str | None = None,
+        field: str | None = None,
+        transfer_id: str | None = None,
+    ) -> None:
+        super().__init__(message, record=record, field=field)
+        self.transfer_id = transfer_id
+
+
+class OverdraftError(LedgerError):
+    """A transfer would make an account flagged ``debits_must_not_exceed_credits`` spend more than it holds.
+
+    ``record`` is the account; ``available`` what it could still spend and ``needed`` the transfer's amount.
+    """
+
+    code = "overdraft"
+
+    def __init__(self, message: str, *, record: str, transfer_id: str, available: int, needed: int) -> None:
+        super().__init__(message, record=record, field="debits", transfer_id=transfer_id)
+        self.available = available
+        self.needed = needed
+
+
+class CreditCeilingError(LedgerError):
+    """A transfer would credit an account flagged ``credits_must_not_exceed_debits`` beyond its debits."""
+
+    code = "credit_ceiling"
+
+
+class TransferExistsError(LedgerError, ConflictError):
+    """A transfer id was used before with another body; ``field`` is the first field that differs."""
+
+    code = "transfer_exists"
+
+
+class AccountExistsError(LedgerError, ConflictError):
+    """An account id was created before with another currency, kind or flags."""
+
+    code = "account_exists"
+
+
+class UnknownAccountError(LedgerError, NotFoundError):
+    """A transfer names an account that was never created."""
+
+    code = "unknown_account"
+
+
+class AccountCurrencyError(LedgerError):
+    """A transfer's currency differs from the currency of one of its accounts."""
+
+    code = "account_currency"
+
+
+class InvalidTransferError(LedgerError, ValidationError):
+    """A transfer breaks a rule of form: same account on both sides, amount below one, missing field."""
+
+    code = "invalid_transfer"
+
+
+class PendingTransferNotFoundError(LedgerError, NotFoundError):
+    """A post or void names a pending transfer that does not exist (or is not pending)."""
+
+    code = "pending_not_found"
+
+
+class PendingTransferResolvedError(LedgerError, ConflictError):
+    """A post or void names a pending transfer that was already posted or voided."""
+
+    code = "pending_resolved"
+
+
+class PendingTransferExpiredError(LedgerError):
+    """A post names a pending transfer whose timeout has passed; its reservation is void."""
+
+    code = "pending_expired"
+
+
+class PostExceedsPendingError(LedgerError):
+    """A post asks for more than its pending transfer reserved."""
+
+    code = "post_exceeds_pending"
+
+
+class LinkedTransferFailedError(LedgerError):
+    """This transfer was valid but another transfer of its linked chain failed, so none of them applied."""
+
+    code = "linked_transfer_failed"
+
+
+class UnbalancedLedgerError(LedgerError):
+    """The database refused a batch because some currency's balances no longer sum to zero."""
+
+    code = "unbalanced"
