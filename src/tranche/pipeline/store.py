@@ -1,0 +1,362 @@
+"""The pipeline's state in the store: enqueue, claim with leases, and fenced transitions.
+
+Every function takes the caller's ``Connection`` and runs inside the caller's transaction. Claims rely on the
+engine beginning SQLite transactions with ``BEGIN IMMEDIATE`` (one writer at a time) and on PostgreSQL's
+``FOR UPDATE SKIP LOCKED`` (claimers pass over each other's rows). Every transition of a leased item is
+*fenced*: it only applies while the item is still leased under the token its claim received, so a worker
+whose lease was taken over changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, exists, insert, select, update
+
+from tranche.pipeline.errors import PipelineDeclarationError
+from tranche.pipeline.model import (
+    CLAIMED,
+    DONE,
+    ENQUEUED,
+    FAILED,
+    FAILED_EVENT,
+    LEASE_EXPIRED,
+    LEASED,
+    PARKED,
+    PARKED_EVENT,
+    READY,
+    RELEASED,
+    RETRY_SCHEDULED,
+    RETRY_WAIT,
+    SUCCEEDED,
+    UNFINISHED,
+    Item,
+    NewItem,
+    Next,
+    Pipeline,
+    Stage,
+)
+from tranche.pipeline.tables import pipeline_items, pipeline_trace
+from tranche.shared.ids import new_id
+
+_items = pipeline_items
+_trace = pipeline_trace
+DETAIL_LIMIT = 4000
+
+
+def aware(moment: datetime) -> datetime:
+    """A timestamp read from the store, as an aware UTC datetime (SQLite gives naive ones back)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("pipeline timestamps must be timezone-aware")
+    return moment.astimezone(UTC)
+
+
+def _clip(text: str | None) -> str | None:
+    if text is None or len(text) <= DETAIL_LIMIT:
+        return text
+    return text[: DETAIL_LIMIT - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claimed item and the proof of the claim that every later transition must present."""
+
+    item: Item
+    owner: str
+    token: str
+    expires_at: datetime
+
+
+def trace(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Append trace rows (``item_id, at, stage, event, attempt, detail``); the trace is never updated."""
+    if rows:
+        conn.execute(insert(_trace), [dict(row, detail=_clip(row.get("detail"))) for row in rows])
+
+
+def _trace_row(
+    item_id: str, at: datetime, stage: str, event: str, attempt: int, detail: str | None = None
+) -> dict[str, Any]:
+    return {
+        "item_id": item_id,
+        "at": at,
+        "stage": stage,
+        "event": event,
+        "attempt": attempt,
+        "detail": detail,
+    }
+
+
+def insert_items(conn: Connection, pipeline: str, items: Iterable[NewItem], now: datetime) -> list[str]:
+    """Insert items as ``ready`` at their stage, each traced ``enqueued``; returns their ids in order."""
+    now = _utc(now)
+    rows: list[dict[str, Any]] = []
+    traces: list[dict[str, Any]] = []
+    for item in items:
+        item_id = new_id("itm")
+        rows.append(
+            {
+                "id": item_id,
+                "pipeline": pipeline,
+                "stage": item.stage,
+                "partition": item.partition,
+                "sequence": item.sequence,
+                "payload": item.payload,
+                "status": READY,
+                "attempts": 0,
+                "next_run_at": now,
+                "lease_owner": None,
+                "lease_token": None,
+                "lease_expires_at": None,
+                "last_error": None,
+                "trace_key": item.trace_key,
+                "parent_id": item.parent_id,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        detail = f"child of {item.parent_id}" if item.parent_id else None
+        traces.append(_trace_row(item_id, now, item.stage, ENQUEUED, 0, detail))
+    if rows:
+        conn.execute(insert(_items), rows)
+        trace(conn, traces)
+    return [row["id"] for row in rows]
+
+
+def enqueue(conn: Connection, pipeline: str, item: NewItem, *, now: datetime | None = None) -> str:
+    """Put a new item at ``item.stage`` of ``pipeline``, in the caller's transaction; returns its id.
+
+    A ready item is claimable at once whatever the clock says; ``now`` (default: the system clock) only
+    stamps it and orders it first-in first-out among the ready items of its stage.
+    """
+    return insert_items(conn, pipeline, [item], now or datetime.now(UTC))[0]
+
+
+def _claim_select(
+    pipeline: Pipeline, stage: Stage, partitions: frozenset[str], limit: int, *, fresh: bool, now: datetime
+) -> Any:
+    t = _items
+    query = select(
+        t.c.id,
+        t.c.partition,
+        t.c.sequence,
+        t.c.payload,
+        t.c.attempts,
+        t.c.trace_key,
+        t.c.parent_id,
+        t.c.status,
+        t.c.lease_owner,
+    ).where(t.c.pipeline == pipeline.name, t.c.stage == stage.name)
+    if fresh:
+        query = query.where(t.c.status == READY)
+    else:
+        # Due retries, and leases whose holder let them expire (a worker killed mid-item).
+        query = query.where(t.c.status.in_((RETRY_WAIT, LEASED)), t.c.next_run_at <= now)
+    if partitions:
+        query = query.where(t.c.partition.in_(sorted(partitions)))
+    if stage.ordered:
+        earlier = _items.alias("earlier")
+        query = query.where(
+            ~exists().where(
+                earlier.c.pipeline == t.c.pipeline,
+                earlier.c.partition == t.c.partition,
+                earlier.c.status.in_(UNFINISHED),
+                earlier.c.sequence < t.c.sequence,
+                earlier.c.stage.in_(pipeline.up_to(stage.name)),
+            )
+        )
+    return query.order_by(t.c.next_run_at, t.c.id).limit(limit).with_for_update(skip_locked=True, of=t)
+
+
+def claim(
+    conn: Connection,
+    pipeline: Pipeline,
+    stage: Stage,
+    *,
+    owner: str,
+    now: datetime,
+    limit: int,
+    partitions: frozenset[str] = frozenset(),
+) -> list[Lease]:
+    """Lease up to ``limit`` due items of ``stage``: due retries and expired leases first, then ready items.
+
+    Each claim counts as an attempt and gets a fresh fencing token.
+    """
+    now = _utc(now)
+    rows = list(conn.execute(_claim_select(pipeline, stage, partitions, limit, fresh=False, now=now)))
+    if len(rows) < limit:
+        rows += list(
+            conn.execute(_claim_select(pipeline, stage, partitions, limit - len(rows), fresh=True, now=now))
+        )
+    if not rows:
+        return []
+    token = os.urandom(12).hex()
+    expires = now + timedelta(seconds=stage.lease_seconds)
+    conn.execute(
+        update(_items)
+        .where(_items.c.id.in_([row.id for row in rows]))
+        .values(
+            status=LEASED,
+            lease_owner=owner,
+            lease_token=token,
+            lease_expires_at=expires,
+            next_run_at=expires,
+            attempts=_items.c.attempts + 1,
+            updated_at=now,
+        )
+    )
+    leases = []
+    traces = []
+    for row in rows:
+        attempt = row.attempts + 1
+        if row.status == LEASED:
+            traces.append(
+                _trace_row(
+                    row.id, now, stage.name, LEASE_EXPIRED, row.attempts, f"lease of {row.lease_owner}"
+                )
+            )
+        traces.append(_trace_row(row.id, now, stage.name, CLAIMED, attempt, owner))
+        item = Item(
+            id=row.id,
+            pipeline=pipeline.name,
+            stage=stage.name,
+            partition=row.partition,
+            sequence=row.sequence,
+            payload=row.payload,
+            attempt=attempt,
+            trace_key=row.trace_key,
+            parent_id=row.parent_id,
+        )
+        leases.append(Lease(item=item, owner=owner, token=token, expires_at=expires))
+    trace(conn, traces)
+    return leases
+
+
+def _fenced(conn: Connection, lease: Lease, values: dict[str, Any]) -> bool:
+    result = conn.execute(
+        update(_items)
+        .where(
+            _items.c.id == lease.item.id,
+            _items.c.status == LEASED,
+            _items.c.lease_token == lease.token,
+        )
+        .values(lease_owner=None, lease_token=None, lease_expires_at=None, **values)
+    )
+    return result.rowcount == 1
+
+
+def complete(conn: Connection, pipeline: Pipeline, lease: Lease, nxt: Next, now: datetime) -> bool:
+    """Move a leased item on as ``nxt`` says and enqueue its children; False (and nothing written by this
+    function) when the lease was lost, in which case the caller must roll back."""
+    now = _utc(now)
+    item = lease.item
+    if nxt.stage is not None and not pipeline.has_stage(nxt.stage):
+        raise PipelineDeclarationError(
+            f"stage {item.stage!r} sent item {item.id} to {nxt.stage!r}, which pipeline {pipeline.name!r} "
+            "does not have",
+            record=item.stage,
+            field="stage",
+        )
+    for child in nxt.children:
+        if not pipeline.has_stage(child.stage):
+            raise PipelineDeclarationError(
+                f"stage {item.stage!r} created a child at {child.stage!r}, which pipeline {pipeline.name!r} "
+                "does not have",
+                record=item.stage,
+                field="stage",
+            )
+    values: dict[str, Any] = {"updated_at": now, "last_error": None}
+    if nxt.stage is None:
+        values.update(status=DONE, next_run_at=None)
+        detail = "done"
+    else:
+        values.update(status=READY, stage=nxt.stage, attempts=0, next_run_at=now)
+        detail = f"to {nxt.stage}"
+    if nxt.payload is not None:
+        values["payload"] = nxt.payload
+    if not _fenced(conn, lease, values):
+        return False
+    if nxt.children:
+        detail += f"; {len(nxt.children)} children"
+    trace(conn, [_trace_row(item.id, now, item.stage, SUCCEEDED, item.attempt, detail)])
+    if nxt.children:
+        children = [
+            child if child.parent_id is not None else _with_parent(child, item.id) for child in nxt.children
+        ]
+        insert_items(conn, pipeline.name, children, now)
+    return True
+
+
+def _with_parent(child: NewItem, parent_id: str) -> NewItem:
+    from dataclasses import replace
+
+    return replace(child, parent_id=parent_id)
+
+
+def schedule_retry(conn: Connection, lease: Lease, *, error: str, run_at: datetime, now: datetime) -> bool:
+    """Wait until ``run_at``, then retry at the same stage; False when the lease was lost."""
+    now = _utc(now)
+    run_at = _utc(run_at)
+    ok = _fenced(
+        conn,
+        lease,
+        {"status": RETRY_WAIT, "next_run_at": run_at, "last_error": _clip(error), "updated_at": now},
+    )
+    if ok:
+        delay = (run_at - now).total_seconds()
+        detail = f"in {delay:.3f}s: {error}"
+        trace(
+            conn,
+            [_trace_row(lease.item.id, now, lease.item.stage, RETRY_SCHEDULED, lease.item.attempt, detail)],
+        )
+    return ok
+
+
+def park(conn: Connection, lease: Lease, *, error: str, now: datetime) -> bool:
+    """Stop the item until an operator re-queues it; False when the lease was lost."""
+    now = _utc(now)
+    ok = _fenced(
+        conn, lease, {"status": PARKED, "next_run_at": None, "last_error": _clip(error), "updated_at": now}
+    )
+    if ok:
+        trace(
+            conn, [_trace_row(lease.item.id, now, lease.item.stage, PARKED_EVENT, lease.item.attempt, error)]
+        )
+    return ok
+
+
+def fail(conn: Connection, lease: Lease, *, reason: str, now: datetime) -> bool:
+    """Stop the item for good with ``reason``; False when the lease was lost."""
+    now = _utc(now)
+    ok = _fenced(
+        conn, lease, {"status": FAILED, "next_run_at": None, "last_error": _clip(reason), "updated_at": now}
+    )
+    if ok:
+        trace(
+            conn, [_trace_row(lease.item.id, now, lease.item.stage, FAILED_EVENT, lease.item.attempt, reason)]
+        )
+    return ok
+
+
+def release(conn: Connection, lease: Lease, *, reason: str, now: datetime) -> bool:
+    """Hand a claimed item back untouched, giving back the attempt its claim counted."""
+    now = _utc(now)
+    ok = _fenced(
+        conn,
+        lease,
+        {"status": READY, "attempts": _items.c.attempts - 1, "next_run_at": now, "updated_at": now},
+    )
+    if ok:
+        trace(
+            conn, [_trace_row(lease.item.id, now, lease.item.stage, RELEASED, lease.item.attempt - 1, reason)]
+        )
+    return ok
