@@ -531,7 +531,8 @@ class Matcher:
                 for country, lad in sorted(m.ladders.items())
                 if lad.rates
             }
-            markets[currency] = {"queues": tuple(queues), "ladders": ladders, "aon": tuple(m.aon)}
+            if queues or ladders or m.aon:
+                markets[currency] = {"queues": tuple(queues), "ladders": ladders, "aon": tuple(m.aon)}
         sells = tuple(
             sorted(
                 (
