@@ -1,0 +1,364 @@
+"""From a decoded tape document to a validated :class:`Loan`, or the list of what is wrong with it.
+
+Every problem names the field (dotted path, e.g. ``borrower.country``) and the reason; a document with
+problems is rejected whole, its neighbours are not affected.
+
+Amounts are read exactly: BSON Decimal128, a decimal string or an integer, in major units of the loan's
+currency. More decimals than the currency has is an error, never rounded. A BSON double is an error unless
+the lender's configuration allows doubles; then it is read by its shortest repr (``0.1`` → ``Decimal("0.1")``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Context, Decimal, InvalidOperation
+from functools import cache
+from typing import Any
+
+from bson.decimal128 import Decimal128
+
+from tranche.intake.loan import Borrower, Loan, LoanStatus, Payment, ScheduleType
+from tranche.shared.money import is_currency, minor_exponent
+
+KNOWN_FIELDS = frozenset(
+    {
+        "loan_id",
+        "status",
+        "currency",
+        "principal",
+        "outstanding_principal",
+        "interest_rate",
+        "term_months",
+        "schedule_type",
+        "issue_date",
+        "next_payment_date",
+        "all_or_nothing",
+        "borrower",
+        "payments",
+    }
+)
+BORROWER_FIELDS = frozenset({"country", "age", "income_monthly", "credit_score"})
+MAX_RATE = Decimal(5)  # 500% a year: anything above is a unit mistake (percent sent as a fraction's number)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParseOptions:
+    """What a lender's configuration changes about reading its tape."""
+
+    allow_double_amounts: bool = False
+
+
+@cache
+def _countries() -> frozenset[str]:
+    import pycountry
+
+    return frozenset(c.alpha_2 for c in pycountry.countries)
+
+
+class _Reader:
+    """Collects problems while reading fields, so that one pass reports all of them."""
+
+    __slots__ = ("options", "problems")
+
+    def __init__(self, options: ParseOptions) -> None:
+        self.options = options
+        self.problems: list[FieldProblem] = []
+
+    def fail(self, field: str, reason: str) -> None:
+        self.problems.append(FieldProblem(field, reason))
+
+    def string(self, doc: Mapping[str, Any], key: str, path: str, *, required: bool = True) -> str | None:
+        value = doc.get(key)
+        if value is None:
+            if required:
+                self.fail(path, "is required")
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.fail(path, f"must be a non-empty string, got {_describe(value)}")
+            return None
+        return value
+
+    def integer(self, doc: Mapping[str, Any], key: str, path: str, low: int, high: int) -> int | None:
+        value = doc.get(key)
+        if value is None:
+            self.fail(path, "is required")
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(path, f"must be an integer, got {_describe(value)}")
+            return None
+        if not low <= value <= high:
+            self.fail(path, f"must be between {low} and {high}, got {value}")
+            return None
+        return value
+
+    def decimal(
+        self, doc: Mapping[str, Any], key: str, path: str, *, required: bool = True
+    ) -> Decimal | None:
+        value = doc.get(key)
+        if value is None:
+            if required:
+                self.fail(path, "is required")
+            return None
+        if isinstance(value, Decimal128):
+            result = decimal128_to_decimal(value)
+        elif isinstance(value, str):
+            try:
+                result = Decimal(value.strip())
+            except InvalidOperation:
+                self.fail(path, f"{value!r} is not a decimal number")
+                return None
+        elif isinstance(value, bool):
+            self.fail(path, f"must be a decimal number, got {_describe(value)}")
+            return None
+        elif isinstance(value, int):
+            result = Decimal(value)
+        elif isinstance(value, float):
+            if not self.options.allow_double_amounts:
+                self.fail(
+                    path,
+                    "is a BSON double; send Decimal128 or a decimal string (or allow doubles in the lender's configuration)",
+                )
+                return None
+            result = Decimal(repr(value))
+        else:
+            self.fail(path, f"must be a decimal number, got {_describe(value)}")
+            return None
+        if not result.is_finite():
+            self.fail(path, f"must be a finite number, got {result}")
+            return None
+        return result
+
+    def amount(self, doc: Mapping[str, Any], key: str, path: str, currency: str | None) -> int | None:
+        value = self.decimal(doc, key, path)
+        if value is None or currency is None:
+            return None
+        if value < 0:
+            self.fail(path, f"must not be negative, got {value}")
+            return None
+        exponent = minor_exponent(currency)
+        scaled = value.scaleb(exponent)
+        if scaled != scaled.to_integral_value():
+            self.fail(path, f"{value} has more decimals than {currency} allows ({exponent})")
+            return None
+        return int(scaled)
+
+    def day(self, doc: Mapping[str, Any], key: str, path: str, *, required: bool = True) -> date | None:
+        value = doc.get(key)
+        if value is None:
+            if required:
+                self.fail(path, "is required")
+            return None
+        if isinstance(value, datetime):
+            return value.date()
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value[:10]) if len(value) >= 10 else date.fromisoformat(value)
+            except ValueError:
+                self.fail(path, f"{value!r} is not an ISO date (YYYY-MM-DD)")
+                return None
+        self.fail(path, f"must be a date, got {_describe(value)}")
+        return None
+
+
+_COEFFICIENT_MASK = (1 << 49) - 1
+_DECIMAL128_CONTEXT = Context(prec=34, Emax=6144, Emin=-6143)
+
+
+def decimal128_to_decimal(value: Decimal128) -> Decimal:
+    """Decimal128 → Decimal, several times faster than ``Decimal128.to_decimal`` for ordinary numbers.
+
+    BSON stores IEEE 754-2008 decimal128 in the binary integer decimal encoding; ordinary finite numbers keep
+    the coefficient in the low 113 bits and a biased exponent above it. Specials (NaN, infinity) and the
+    rarely used large-coefficient form go through pymongo's own conversion.
+    """
+    high, low = value.bid[8:], value.bid[:8]
+    hi = int.from_bytes(high, "little")
+    if (hi >> 61) & 3 == 3:
+        return value.to_decimal()
+    coefficient = ((hi & _COEFFICIENT_MASK) << 64) | int.from_bytes(low, "little")
+    exponent = ((hi >> 49) & 0x3FFF) - 6176
+    number = Decimal(coefficient).scaleb(exponent, _DECIMAL128_CONTEXT)
+    return number.copy_negate() if hi >> 63 else number
+
+
+def _describe(value: Any) -> str:
+    name = {
+        float: "a double",
+        bool: "a boolean",
+        int: "an integer",
+        str: "a string",
+        list: "an array",
+        dict: "a document",
+    }
+    return name.get(type(value), type(value).__name__)
+
+
+def parse_loan(
+    lender_id: str, doc: Mapping[str, Any], options: ParseOptions = ParseOptions()
+) -> Loan | list[FieldProblem]:
+    """Validate one decoded document; a Loan, or every problem found."""
+    r = _Reader(options)
+    loan_id = r.string(doc, "loan_id", "loan_id")
+    if loan_id is not None and len(loan_id) > 128:
+        r.fail("loan_id", "must be at most 128 characters")
+
+    status: LoanStatus | None = None
+    raw_status = r.string(doc, "status", "status")
+    if raw_status is not None:
+        try:
+            status = LoanStatus(raw_status)
+        except ValueError:
+            r.fail("status", f"{raw_status!r} is not one of {', '.join(s.value for s in LoanStatus)}")
+
+    currency = r.string(doc, "currency", "currency")
+    if currency is not None and not is_currency(currency):
+        r.fail("currency", f"{currency!r} is not an ISO 4217 currency code")
+        currency = None
+
+    principal = r.amount(doc, "principal", "principal", currency)
+    outstanding = r.amount(doc, "outstanding_principal", "outstanding_principal", currency)
+    if principal is not None and outstanding is not None and principal == 0:
+        r.fail("principal", "must be greater than zero")
+
+    rate = r.decimal(doc, "interest_rate", "interest_rate")
+    if rate is not None and not Decimal(0) <= rate <= MAX_RATE:
+        r.fail(
+            "interest_rate",
+            f"must be an annual fraction between 0 and {MAX_RATE} (0.085 for 8.5%), got {rate}",
+        )
+        rate = None
+
+    term = r.integer(doc, "term_months", "term_months", 1, 600)
+
+    schedule: ScheduleType | None = None
+    raw_schedule = r.string(doc, "schedule_type", "schedule_type")
+    if raw_schedule is not None:
+        try:
+            schedule = ScheduleType(raw_schedule)
+        except ValueError:
+            r.fail(
+                "schedule_type", f"{raw_schedule!r} is not one of {', '.join(s.value for s in ScheduleType)}"
+            )
+
+    issue_date = r.day(doc, "issue_date", "issue_date")
+    next_payment = r.day(doc, "next_payment_date", "next_payment_date", required=False)
+    if issue_date is not None and next_payment is not None and next_payment < issue_date:
+        r.fail("next_payment_date", "is before issue_date")
+
+    aon = doc.get("all_or_nothing", False)
+    if not isinstance(aon, bool):
+        r.fail("all_or_nothing", f"must be a boolean, got {_describe(aon)}")
+        aon = False
+
+    borrower = _borrower(r, doc.get("borrower"), currency)
+    payments = _payments(r, doc.get("payments"), currency)
+
+    if r.problems:
+        return r.problems
+    assert loan_id and status and currency and schedule and issue_date and borrower is not None
+    assert principal is not None and outstanding is not None and rate is not None and term is not None
+    extra = {k: v for k, v in doc.items() if k not in KNOWN_FIELDS}
+    return Loan(
+        lender_id=lender_id,
+        loan_id=loan_id,
+        status=status,
+        currency=currency,
+        principal=principal,
+        outstanding_principal=outstanding,
+        interest_rate=rate,
+        term_months=term,
+        schedule_type=schedule,
+        issue_date=issue_date,
+        borrower=borrower,
+        next_payment_date=next_payment,
+        all_or_nothing=aon,
+        payments=payments,
+        extra=extra,
+    )
+
+
+def _borrower(r: _Reader, value: Any, currency: str | None) -> Borrower | None:
+    if value is None:
+        r.fail("borrower", "is required")
+        return None
+    if not isinstance(value, Mapping):
+        r.fail("borrower", f"must be a document, got {_describe(value)}")
+        return None
+    country = r.string(value, "country", "borrower.country")
+    if country is not None and country not in _countries():
+        r.fail("borrower.country", f"{country!r} is not an ISO 3166-1 alpha-2 country code")
+    age = r.integer(value, "age", "borrower.age", 18, 120)
+    income = r.amount(value, "income_monthly", "borrower.income_monthly", currency)
+    score = r.integer(value, "credit_score", "borrower.credit_score", 0, 1000)
+    if country is None or age is None or income is None or score is None:
+        return None
+    extra = {k: v for k, v in value.items() if k not in BORROWER_FIELDS}
+    return Borrower(country=country, age=age, income_monthly=income, credit_score=score, extra=extra)
+
+
+def _payments(r: _Reader, value: Any, currency: str | None) -> tuple[Payment, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        r.fail("payments", f"must be an array, got {_describe(value)}")
+        return ()
+    payments = []
+    for i, item in enumerate(value):
+        path = f"payments.{i}"
+        if not isinstance(item, Mapping):
+            r.fail(path, f"must be a document, got {_describe(item)}")
+            continue
+        day = r.day(item, "date", f"{path}.date")
+        principal = r.amount(item, "principal", f"{path}.principal", currency)
+        interest = r.amount(item, "interest", f"{path}.interest", currency)
+        if day is not None and principal is not None and interest is not None:
+            payments.append(Payment(day, principal, interest))
+    return tuple(payments)
+
+
+def content_hash(loan: Loan) -> bytes:
+    """A hash of the loan's meaning, not its bytes: field order and number formatting do not change it."""
+    canonical = [
+        loan.loan_id,
+        loan.status.value,
+        loan.currency,
+        loan.principal,
+        loan.outstanding_principal,
+        str(loan.interest_rate.normalize()),
+        loan.term_months,
+        loan.schedule_type.value,
+        loan.issue_date.isoformat(),
+        loan.next_payment_date.isoformat() if loan.next_payment_date else None,
+        loan.all_or_nothing,
+        loan.borrower.country,
+        loan.borrower.age,
+        loan.borrower.income_monthly,
+        loan.borrower.credit_score,
+        loan.borrower.extra,
+        [(p.date.isoformat(), p.principal, p.interest) for p in loan.payments],
+        loan.extra,
+    ]
+    text = json.dumps(canonical, sort_keys=True, default=_canonical_default, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+def _canonical_default(value: Any) -> Any:
+    if isinstance(value, Decimal128):
+        return str(value.to_decimal().normalize())
+    if isinstance(value, Decimal):
+        return str(value.normalize())
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)

@@ -1,0 +1,479 @@
+"""Intake as a durable pipeline: ``intake.read`` splits an archived tape into slices, ``intake.diff`` compares
+each loan of a slice with its last stored version and appends new versions.
+
+Exactly once: a slice's versions, errors and result row are written in the transaction that moves its
+pipeline item on, and that transaction is fenced by the item's lease, so a slice is applied once even when
+a worker dies half-way. Order: the diff stage is ordered per lender, so batch n+1 is never diffed before
+every slice of batch n has been.
+
+Cheap comparison: each stored version keeps the hash of its raw bytes and of its canonical content. A
+document whose bytes hash like the last version's is unchanged without being decoded; only the others are
+decoded, validated and compared on content (field order and number formatting do not count as changes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import bson
+from sqlalchemy import Connection, Engine, Row, func, insert, select
+
+from tranche.crm.lenders import lender_config_of
+from tranche.intake.archive import Archive
+from tranche.intake.duplicates import DuplicateFinder
+from tranche.intake.events import (
+    LoanKey,
+    LoansChanged,
+    LoansLeftActive,
+    LoansListed,
+    LoansRejected,
+    RejectedLoan,
+)
+from tranche.intake.loan import Loan, LoanStatus
+from tranche.intake.parse import FieldProblem, ParseOptions, content_hash, parse_loan
+from tranche.intake.tables import batch_errors, batch_reads, batches, loan_versions, slice_results
+from tranche.intake.tape import RawDocument, TapeDamage, TapeFormat, bson_string_field, iter_documents
+from tranche.pipeline import Item, NewItem, Next, Pipeline, RetryPolicy, Stage
+from tranche.shared.clock import Clock
+from tranche.store.engine import is_sqlite, reading
+
+READ = "intake.read"
+DIFF = "intake.diff"
+TAPE_FIELD = "(tape)"
+
+Publish = Callable[[Connection, str, object], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    document: int
+    loan_id: str | None
+    field: str
+    reason: str
+
+
+@dataclass(slots=True)
+class ReadResult:
+    documents: int = 0
+    slices: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    damaged: bool = False
+
+
+@dataclass(slots=True)
+class SliceResult:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    read: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    invalid: int = 0
+    listed: list[LoanKey] = field(default_factory=list)
+    changed_keys: list[LoanKey] = field(default_factory=list)
+    left_active: dict[str, list[LoanKey]] = field(default_factory=lambda: defaultdict(list))
+
+    @property
+    def withdrawn(self) -> int:
+        return sum(len(keys) for keys in self.left_active.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """What the diff needs of a loan's last stored version."""
+
+    version: int
+    raw_hash: bytes
+    content_hash: bytes
+    status: str
+    batch_sequence: int
+
+
+class IntakeStages:
+    """The read and diff stages, bound to the store, the archive and the clock."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        archive: Archive,
+        clock: Clock,
+        *,
+        slice_size: int = 1000,
+        publish: Publish | None = None,
+        next_stage: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.archive = archive
+        self.clock = clock
+        self.slice_size = slice_size
+        self.publish = publish
+        self.next_stage = next_stage
+
+    def stages(self) -> list[Stage]:
+        return [
+            Stage(
+                name=READ,
+                work=self.read_work,
+                commit=self.read_commit,
+                lease_seconds=300.0,
+                retry=RetryPolicy(max_attempts=5),
+            ),
+            Stage(
+                name=DIFF,
+                work=self.diff_work,
+                commit=self.diff_commit,
+                ordered=True,
+                lease_seconds=120.0,
+                retry=RetryPolicy(max_attempts=10),
+                claim_batch=4,
+            ),
+        ]
+
+    def pipeline(self, more: Sequence[Stage] = ()) -> Pipeline:
+        return Pipeline("intake", [*self.stages(), *more])
+
+    # -- read -------------------------------------------------------------------------------------------
+
+    def _batch(self, batch_id: str) -> Row[Any]:
+        with reading(self.engine) as conn:
+            return conn.execute(select(batches).where(batches.c.batch_id == batch_id)).one()
+
+    def read_work(self, item: Item) -> ReadResult:
+        batch = self._batch(item.payload["batch_id"])
+        fmt = TapeFormat(batch.format)
+        result = ReadResult()
+        finder = DuplicateFinder()
+        slice_start: RawDocument | None = None
+        slice_count = 0
+        slice_end = 0
+
+        def close_slice() -> None:
+            assert slice_start is not None
+            result.slices.append(
+                {
+                    "slice": len(result.slices),
+                    "offset": slice_start.offset,
+                    "length": slice_end - slice_start.offset,
+                    "first": slice_start.index,
+                    "count": slice_count,
+                }
+            )
+
+        with self.archive.open(batch.archive_key) as stream:
+            for doc in iter_documents(stream, fmt):
+                if isinstance(doc, TapeDamage):
+                    result.damaged = True
+                    result.problems.append(
+                        Problem(doc.index, None, TAPE_FIELD, f"at byte {doc.offset}: {doc.reason}")
+                    )
+                    break
+                loan_id = _loan_id_of(doc.data, fmt)
+                if loan_id is not None:
+                    finder.add(loan_id, doc.index, doc.offset)
+                if slice_start is None:
+                    slice_start, slice_count = doc, 0
+                slice_count += 1
+                slice_end = doc.offset + doc.size
+                result.documents += 1
+                if slice_count == self.slice_size:
+                    close_slice()
+                    slice_start = None
+            if slice_start is not None:
+                close_slice()
+            result.problems.extend(self._confirm_duplicates(finder, stream, fmt))
+        return result
+
+    def _confirm_duplicates(self, finder: DuplicateFinder, stream: Any, fmt: TapeFormat) -> list[Problem]:
+        problems: list[Problem] = []
+        for group in finder.candidate_groups():
+            by_id: dict[str, list[int]] = defaultdict(list)
+            for index, offset in group:
+                stream.seek(offset)
+                doc = next(iter_documents(stream, fmt, start_index=index, start_offset=offset))
+                assert isinstance(doc, RawDocument)
+                loan_id = _loan_id_of(doc.data, fmt)
+                if loan_id is not None:
+                    by_id[loan_id].append(index)
+            for loan_id, indexes in by_id.items():
+                if len(indexes) < 2:
+                    continue
+                where = ", ".join(str(i) for i in indexes[:10]) + (" ..." if len(indexes) > 10 else "")
+                reason = f"loan_id appears {len(indexes)} times in this tape (documents {where}); none of them is applied"
+                problems.extend(Problem(i, loan_id, "loan_id", reason) for i in indexes)
+        return problems
+
+    def read_commit(self, conn: Connection, item: Item, result: ReadResult) -> Next:
+        batch_id, run = item.payload["batch_id"], item.payload["run"]
+        now = self.clock.now()
+        conn.execute(
+            insert(batch_reads).values(
+                batch_id=batch_id,
+                run=run,
+                documents=result.documents,
+                slices=len(result.slices),
+                damaged=result.damaged,
+                read_at=now,
+            )
+        )
+        _insert_problems(conn, batch_id, run, READ, result.problems)
+        children = tuple(
+            NewItem(
+                stage=DIFF,
+                payload={"batch_id": batch_id, "run": run, "sequence": item.sequence, **piece},
+                partition=item.partition,
+                sequence=item.sequence,
+                trace_key=batch_id,
+            )
+            for piece in result.slices
+        )
+        return Next(stage=None, children=children)
+
+    # -- diff -------------------------------------------------------------------------------------------
+
+    def diff_work(self, item: Item) -> SliceResult:
+        p = item.payload
+        batch = self._batch(p["batch_id"])
+        fmt = TapeFormat(batch.format)
+        lender_id, sequence = batch.lender_id, batch.sequence
+        first, count = p["first"], p["count"]
+        with reading(self.engine) as conn:
+            skip = _flagged_documents(conn, p["batch_id"], p["run"], first, first + count)
+            _version, config = lender_config_of(conn, lender_id)
+            options = ParseOptions(allow_double_amounts=config.allow_double_amounts)
+            with self.archive.open(batch.archive_key) as stream:
+                stream.seek(p["offset"])
+                docs = [
+                    d
+                    for d in iter_documents(
+                        stream, fmt, start_index=first, start_offset=p["offset"], limit=p["length"]
+                    )
+                    if isinstance(d, RawDocument)
+                ]
+            ids = [_loan_id_of(d.data, fmt) for d in docs]
+            heads = latest_heads(conn, lender_id, [i for i in ids if i is not None])
+
+        result = SliceResult(read=len(docs))
+        now = self.clock.now()
+        decode = bson.decode if fmt is TapeFormat.BSON else json.loads
+        for doc, loan_id in zip(docs, ids, strict=True):
+            if doc.index in skip:
+                result.invalid += 1  # its problem was recorded when the tape was read
+                continue
+            raw_hash = hashlib.blake2b(doc.data, digest_size=16).digest()
+            head = heads.get(loan_id) if loan_id is not None else None
+            if head is not None and (head.raw_hash == raw_hash or head.batch_sequence > sequence):
+                # Unchanged, or already superseded by a later tape (a replay of an older batch).
+                result.unchanged += 1
+                continue
+            try:
+                decoded = decode(doc.data)
+            except Exception as exc:  # the document's own bytes are bad: it alone is refused
+                result.invalid += 1
+                result.problems.append(Problem(doc.index, loan_id, TAPE_FIELD, f"cannot be decoded: {exc}"))
+                continue
+            if not isinstance(decoded, dict):
+                result.invalid += 1
+                result.problems.append(
+                    Problem(doc.index, loan_id, TAPE_FIELD, "is not a document (JSON object)")
+                )
+                continue
+            parsed = parse_loan(lender_id, decoded, options)
+            if isinstance(parsed, list):
+                result.invalid += 1
+                result.problems.extend(_problems(doc.index, loan_id, parsed))
+                continue
+            digest = content_hash(parsed)
+            if head is not None and head.content_hash == digest:
+                result.unchanged += 1
+                continue
+            version = 1 if head is None else head.version + 1
+            result.rows.append(_version_row(parsed, version, batch, p["run"], doc, raw_hash, digest, now))
+            key = LoanKey(parsed.loan_id, version)
+            if head is None:
+                result.new += 1
+                if parsed.status is LoanStatus.ACTIVE:
+                    result.listed.append(key)
+            else:
+                result.changed += 1
+                if head.status == LoanStatus.ACTIVE and parsed.status is not LoanStatus.ACTIVE:
+                    result.left_active[parsed.status.value].append(key)
+                elif parsed.status is LoanStatus.ACTIVE:
+                    result.changed_keys.append(key)
+        return result
+
+    def diff_commit(self, conn: Connection, item: Item, result: SliceResult) -> Next:
+        p = item.payload
+        batch_id, run = p["batch_id"], p["run"]
+        if result.rows:
+            conn.execute(insert(loan_versions), result.rows)
+        _insert_problems(conn, batch_id, run, DIFF, result.problems)
+        conn.execute(
+            insert(slice_results).values(
+                batch_id=batch_id,
+                run=run,
+                slice=p["slice"],
+                read=result.read,
+                new=result.new,
+                changed=result.changed,
+                unchanged=result.unchanged,
+                withdrawn=result.withdrawn,
+                invalid=result.invalid,
+                done_at=self.clock.now(),
+            )
+        )
+        lender_id = item.partition
+        if self.publish is not None:
+            self._publish(conn, lender_id, batch_id, result)
+        if self.next_stage is None:
+            return Next(stage=None)
+        wanted = [[k.loan_id, k.version] for k in (*result.listed, *result.changed_keys)]
+        if not wanted:
+            return Next(stage=None)
+        return Next(stage=self.next_stage, payload={**p, "loans": wanted})
+
+    def _publish(self, conn: Connection, lender_id: str, batch_id: str, result: SliceResult) -> None:
+        assert self.publish is not None
+        if result.listed:
+            self.publish(
+                conn, f"loan.{lender_id}.listed", LoansListed(lender_id, batch_id, tuple(result.listed))
+            )
+        if result.changed_keys:
+            self.publish(
+                conn,
+                f"loan.{lender_id}.changed",
+                LoansChanged(lender_id, batch_id, tuple(result.changed_keys)),
+            )
+        for status, keys in result.left_active.items():
+            self.publish(
+                conn, f"loan.{lender_id}.{status}", LoansLeftActive(lender_id, batch_id, status, tuple(keys))
+            )
+        if result.problems:
+            rejected = tuple(RejectedLoan(p.document, p.loan_id, p.field, p.reason) for p in result.problems)
+            self.publish(conn, f"loan.{lender_id}.rejected", LoansRejected(lender_id, batch_id, rejected))
+
+
+def _loan_id_of(data: bytes, fmt: TapeFormat) -> str | None:
+    if fmt is TapeFormat.BSON:
+        try:
+            return bson_string_field(data, b"loan_id")
+        except (ValueError, IndexError):
+            return None
+    try:
+        value = json.loads(data).get("loan_id")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _problems(index: int, loan_id: str | None, found: Iterable[FieldProblem]) -> list[Problem]:
+    return [Problem(index, loan_id, f.field, f.reason) for f in found]
+
+
+def _insert_problems(
+    conn: Connection, batch_id: str, run: int, stage: str, problems: Sequence[Problem]
+) -> None:
+    if problems:
+        conn.execute(
+            insert(batch_errors),
+            [
+                {
+                    "batch_id": batch_id,
+                    "run": run,
+                    "document": p.document,
+                    "loan_id": p.loan_id,
+                    "field": p.field,
+                    "reason": p.reason,
+                    "stage": stage,
+                }
+                for p in problems
+            ],
+        )
+
+
+def _flagged_documents(conn: Connection, batch_id: str, run: int, first: int, end: int) -> set[int]:
+    """Documents the read stage already refused (duplicated loan ids)."""
+    rows = conn.execute(
+        select(batch_errors.c.document).where(
+            batch_errors.c.batch_id == batch_id,
+            batch_errors.c.run == run,
+            batch_errors.c.stage == READ,
+            batch_errors.c.document >= first,
+            batch_errors.c.document < end,
+        )
+    )
+    return {int(r.document) for r in rows}
+
+
+def latest_heads(conn: Connection, lender_id: str, loan_ids: Sequence[str]) -> dict[str, Head]:
+    """The last stored version of each of these loans (absent when the loan is new)."""
+    if not loan_ids:
+        return {}
+    v = loan_versions.c
+    columns = (v.loan_id, v.version, v.raw_hash, v.content_hash, v.status, v.batch_sequence)
+    if is_sqlite(conn.engine):
+        # SQLite takes the other columns from the row that holds max(version).
+        query = (
+            select(v.loan_id, func.max(v.version).label("version"), *columns[2:])
+            .where(v.lender_id == lender_id, v.loan_id.in_(loan_ids))
+            .group_by(v.loan_id)
+        )
+    else:
+        query = (
+            select(*columns)
+            .where(v.lender_id == lender_id, v.loan_id.in_(loan_ids))
+            .order_by(v.loan_id, v.version.desc())
+            .distinct(v.loan_id)
+        )
+    return {
+        r.loan_id: Head(
+            int(r.version), bytes(r.raw_hash), bytes(r.content_hash), r.status, int(r.batch_sequence)
+        )
+        for r in conn.execute(query)
+    }
+
+
+def _version_row(
+    loan: Loan,
+    version: int,
+    batch: Row[Any],
+    run: int,
+    doc: RawDocument,
+    raw_hash: bytes,
+    digest: bytes,
+    now: datetime,
+) -> dict[str, Any]:
+    b = loan.borrower
+    return {
+        "lender_id": loan.lender_id,
+        "loan_id": loan.loan_id,
+        "version": version,
+        "batch_id": batch.batch_id,
+        "batch_sequence": batch.sequence,
+        "run": run,
+        "document": doc.index,
+        "recorded_at": now,
+        "status": loan.status.value,
+        "currency": loan.currency,
+        "principal": loan.principal,
+        "outstanding_principal": loan.outstanding_principal,
+        "interest_rate": str(loan.interest_rate),
+        "term_months": loan.term_months,
+        "schedule_type": loan.schedule_type.value,
+        "issue_date": loan.issue_date,
+        "next_payment_date": loan.next_payment_date,
+        "all_or_nothing": loan.all_or_nothing,
+        "borrower_country": b.country,
+        "borrower_age": b.age,
+        "borrower_income_monthly": b.income_monthly,
+        "borrower_credit_score": b.credit_score,
+        "raw_hash": raw_hash,
+        "content_hash": digest,
+        "format": batch.format,
+        "body": doc.data,
+    }

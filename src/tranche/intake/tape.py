@@ -1,0 +1,176 @@
+"""Reading a lender's tape as a stream of raw documents, in bounded memory.
+
+A BSON tape is what ``mongodump`` writes: BSON documents back to back, each starting with its int32 length.
+We split on that length prefix without decoding (decoding happens later, only for documents that changed),
+so a tape of any size is read with a fixed buffer. A JSON Lines tape has one JSON object per line.
+
+A corrupt or truncated tail cannot be resynchronised (a BSON document carries no marker to search for), so
+the reader reports it as a :class:`TapeDamage` and stops; every document before it is kept.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+_MIN_DOC = 5  # int32 length + terminating NUL
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024  # MongoDB's own limit on one document
+_CHUNK = 1 << 20
+
+
+class TapeFormat(enum.StrEnum):
+    BSON = "bson"
+    NDJSON = "ndjson"
+
+
+@dataclass(frozen=True, slots=True)
+class RawDocument:
+    index: int  # position in the tape, from 0
+    offset: int  # byte offset of the document in the tape
+    data: bytes
+    size: int  # bytes the document takes in the tape (a JSON line's terminator included)
+
+
+@dataclass(frozen=True, slots=True)
+class TapeDamage:
+    """The tape cannot be read past ``offset``: a truncated or corrupt document at ``index``."""
+
+    index: int
+    offset: int
+    reason: str
+
+
+def iter_documents(
+    stream: BinaryIO,
+    fmt: TapeFormat,
+    *,
+    start_index: int = 0,
+    start_offset: int = 0,
+    limit: int | None = None,
+) -> Iterator[RawDocument | TapeDamage]:
+    """Yield raw documents from ``stream`` (positioned at ``start_offset``), then at most one damage report.
+
+    ``limit`` bounds the number of bytes read, for reading one slice of an archived tape.
+    """
+    if fmt is TapeFormat.BSON:
+        return _iter_bson(stream, start_index, start_offset, limit)
+    return _iter_ndjson(stream, start_index, start_offset, limit)
+
+
+def _iter_bson(
+    stream: BinaryIO, index: int, offset: int, limit: int | None
+) -> Iterator[RawDocument | TapeDamage]:
+    remaining = limit
+    buffer = b""
+    pos = 0  # position of the next document within buffer
+    eof = False
+    while True:
+        available = len(buffer) - pos
+        if available >= 4:
+            length = int.from_bytes(buffer[pos : pos + 4], "little", signed=True)
+            if length < _MIN_DOC or length > MAX_DOCUMENT_BYTES:
+                yield TapeDamage(
+                    index,
+                    offset,
+                    f"document length {length} is not a valid BSON length; the tape is corrupt from here",
+                )
+                return
+            if available >= length:
+                end = pos + length
+                if buffer[end - 1] != 0:
+                    yield TapeDamage(
+                        index, offset, "document does not end with a NUL byte; the tape is corrupt from here"
+                    )
+                    return
+                yield RawDocument(index, offset, buffer[pos:end], length)
+                index += 1
+                offset += length
+                pos = end
+                continue
+        if eof:
+            break
+        want = _CHUNK if remaining is None else min(_CHUNK, remaining)
+        chunk = stream.read(want) if want > 0 else b""
+        if remaining is not None:
+            remaining -= len(chunk)
+        if not chunk:
+            eof = True
+        buffer = buffer[pos:] + chunk
+        pos = 0
+    left = len(buffer) - pos
+    if left:
+        if left < 4:
+            reason = f"{left} trailing bytes are too few for a document: the tape is truncated"
+        else:
+            declared = int.from_bytes(buffer[pos : pos + 4], "little", signed=True)
+            reason = f"document declares {declared} bytes but only {left} remain: the tape is truncated"
+        yield TapeDamage(index, offset, reason)
+
+
+def _iter_ndjson(
+    stream: BinaryIO, index: int, offset: int, limit: int | None
+) -> Iterator[RawDocument | TapeDamage]:
+    read = 0
+    for line in stream:
+        if limit is not None and read >= limit:
+            return
+        read += len(line)
+        data = line.rstrip(b"\r\n")
+        if data.strip():
+            yield RawDocument(index, offset, data, len(line))
+            index += 1
+        offset += len(line)
+
+
+def bson_string_field(doc: bytes, name: bytes) -> str | None:
+    """The value of a top-level string field of a raw BSON document, without decoding the rest.
+
+    Returns None when the field is missing or not a string. Used to find a loan's id cheaply.
+    """
+    pos = 4
+    end = len(doc) - 1
+    while pos < end:
+        kind = doc[pos]
+        name_end = doc.index(b"\x00", pos + 1)
+        key = doc[pos + 1 : name_end]
+        pos = name_end + 1
+        if kind == 0x02:  # string: int32 length (incl. NUL) + bytes
+            size = int.from_bytes(doc[pos : pos + 4], "little")
+            if key == name:
+                try:
+                    return doc[pos + 4 : pos + 3 + size].decode("utf-8")
+                except UnicodeDecodeError:
+                    return None
+            pos += 4 + size
+            continue
+        if key == name:
+            return None
+        size = _value_size(doc, kind, pos)
+        if size < 0:
+            return None
+        pos += size
+    return None
+
+
+_FIXED = {0x01: 8, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8, 0x12: 8, 0x13: 16, 0x7F: 0, 0xFF: 0}
+
+
+def _value_size(doc: bytes, kind: int, pos: int) -> int:
+    fixed = _FIXED.get(kind)
+    if fixed is not None:
+        return fixed
+    if kind in (0x03, 0x04, 0x0F):  # document, array, code with scope: int32 total length
+        return int.from_bytes(doc[pos : pos + 4], "little")
+    if kind in (0x02, 0x0D, 0x0E):  # string, code, symbol
+        return 4 + int.from_bytes(doc[pos : pos + 4], "little")
+    if kind == 0x05:  # binary: int32 length + subtype + bytes
+        return 5 + int.from_bytes(doc[pos : pos + 4], "little")
+    if kind == 0x0B:  # regex: two cstrings
+        first = doc.index(b"\x00", pos)
+        second = doc.index(b"\x00", first + 1)
+        return second + 1 - pos
+    if kind == 0x0C:  # DBPointer: string + 12 bytes
+        return 4 + int.from_bytes(doc[pos : pos + 4], "little") + 12
+    return -1

@@ -1,0 +1,227 @@
+from __future__ import annotations
+
+import io
+import json
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import bson
+import pytest
+from bson.decimal128 import Decimal128
+
+from tranche.crm.errors import UnknownLenderError
+from tranche.crm.lenders import LenderConfig, configure_lender
+from tranche.intake.tape import TapeFormat
+from tranche.intake.tapegen import NextTapeShares, first_tape, next_tape, write_tape
+
+if TYPE_CHECKING:
+    from conftest import IntakeRig
+
+DAY1 = date(2026, 11, 23)
+
+
+def tape(tmp_path: Path, name: str, n: int, seed: int = 1) -> bytes:
+    path = tmp_path / name
+    write_tape(first_tape(n, "acme", seed, DAY1), path)
+    return path.read_bytes()
+
+
+def loan_doc(loan_id: str, **changes: object) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "loan_id": loan_id,
+        "status": "active",
+        "currency": "EUR",
+        "principal": Decimal128("1000.00"),
+        "outstanding_principal": Decimal128("800.00"),
+        "interest_rate": Decimal128("0.085"),
+        "term_months": 12,
+        "schedule_type": "annuity",
+        "issue_date": "2026-01-10",
+        "next_payment_date": "2026-12-10",
+        "borrower": {"country": "ES", "age": 30, "income_monthly": "2600.00", "credit_score": 710},
+    }
+    doc.update(changes)
+    return doc
+
+
+def upload(rig: IntakeRig, lender: str, data: bytes, fmt: TapeFormat = TapeFormat.BSON) -> str:
+    return rig.intake.receive(lender, fmt, [data[i : i + 4096] for i in range(0, len(data), 4096)]).batch_id
+
+
+def test_a_new_tape_lists_every_loan_once(rig: IntakeRig, tmp_path: Path) -> None:
+    batch = upload(rig, "acme", tape(tmp_path, "d1.bson", 180))
+    rig.run()
+    status = rig.intake.batch_status(batch)
+    assert status["status"] == "completed"
+    assert status["counts"] == {
+        "read": 180,
+        "new": 180,
+        "changed": 0,
+        "unchanged": 0,
+        "withdrawn": 0,
+        "invalid": 0,
+    }
+    assert status["slices"] == 4
+
+
+def test_the_same_bytes_uploaded_again_are_the_same_batch(rig: IntakeRig, tmp_path: Path) -> None:
+    data = tape(tmp_path, "d1.bson", 20)
+    first = rig.intake.receive("acme", TapeFormat.BSON, [data])
+    again = rig.intake.receive("acme", TapeFormat.BSON, [data])
+    assert again.batch_id == first.batch_id and not again.created
+
+
+def test_a_next_tape_stores_new_versions_only_for_what_changed(rig: IntakeRig, tmp_path: Path) -> None:
+    day1 = tmp_path / "d1.bson"
+    write_tape(first_tape(200, "acme", 1, DAY1), day1)
+    upload(rig, "acme", day1.read_bytes())
+    rig.run()
+    day2 = tmp_path / "d2.bson"
+    with day1.open("rb") as previous:
+        write_tape(
+            next_tape(previous, "acme", 2, DAY1 + timedelta(days=1), NextTapeShares(0.2, 0.05, 0.0, 10)), day2
+        )
+    batch = upload(rig, "acme", day2.read_bytes())
+    rig.run()
+    counts = rig.intake.batch_status(batch)["counts"]
+    assert counts["read"] == 210
+    assert counts["new"] == 10
+    assert counts["changed"] > 0 and counts["withdrawn"] > 0
+    assert counts["new"] + counts["changed"] + counts["unchanged"] == 210
+    # A changed loan has two versions, in order, and its first version is untouched.
+    changed = next(d for d in map(bson.decode, _docs(day2.read_bytes())) if d.get("payments"))
+    versions = rig.intake.versions("acme", changed["loan_id"])
+    assert [v["version"] for v in versions] == [1, 2]
+    assert versions[1]["outstanding_principal"] < versions[0]["outstanding_principal"]
+
+
+def test_field_order_and_number_format_are_not_changes(rig: IntakeRig) -> None:
+    upload(rig, "acme", bson.encode(loan_doc("L1")))
+    rig.run()
+    reordered = dict(reversed(list(loan_doc("L1", principal="1000.0", outstanding_principal="800").items())))
+    batch = upload(rig, "acme", bson.encode(reordered))
+    rig.run()
+    assert rig.intake.batch_status(batch)["counts"]["unchanged"] == 1
+    assert len(rig.intake.versions("acme", "L1")) == 1
+
+
+def test_invalid_documents_are_reported_with_the_field_and_the_rest_goes_on(rig: IntakeRig) -> None:
+    docs = [
+        loan_doc("ok-1"),
+        loan_doc("bad-currency", currency="EURO"),
+        loan_doc("negative", principal="-5.00"),
+        loan_doc("too-precise", outstanding_principal="800.001"),
+        loan_doc("double", outstanding_principal=800.0),
+        {k: v for k, v in loan_doc("no-rate").items() if k != "interest_rate"},
+        loan_doc("ok-2"),
+    ]
+    batch = upload(rig, "acme", b"".join(bson.encode(d) for d in docs))
+    rig.run()
+    status = rig.intake.batch_status(batch)
+    assert status["counts"]["new"] == 2 and status["counts"]["invalid"] == 5
+    errors = {(e["loan_id"], e["field"]) for e in rig.intake.batch_errors(batch)}
+    assert errors == {
+        ("bad-currency", "currency"),
+        ("negative", "principal"),
+        ("too-precise", "outstanding_principal"),
+        ("double", "outstanding_principal"),
+        ("no-rate", "interest_rate"),
+    }
+
+
+def test_a_lender_may_allow_doubles_which_are_read_by_their_shortest_repr(rig: IntakeRig) -> None:
+    with rig.engine.begin() as conn:
+        configure_lender(conn, "acme", LenderConfig(allow_double_amounts=True), at=rig.clock.now(), by="test")
+    upload(rig, "acme", bson.encode(loan_doc("d", outstanding_principal=800.1)))
+    rig.run()
+    assert rig.intake.loan("acme", "d")["outstanding_principal"] == 80010
+
+
+def test_duplicate_loan_ids_in_one_tape_are_all_refused(rig: IntakeRig) -> None:
+    docs = [loan_doc(f"L{i}") for i in range(120)] + [loan_doc("L7", term_months=24), loan_doc("L100")]
+    batch = upload(rig, "acme", b"".join(bson.encode(d) for d in docs))
+    rig.run()
+    status = rig.intake.batch_status(batch)
+    assert status["counts"]["invalid"] == 4
+    assert status["counts"]["new"] == 118
+    refused = sorted((e["loan_id"], e["document"]) for e in rig.intake.batch_errors(batch))
+    assert refused == [("L100", 100), ("L100", 121), ("L7", 7), ("L7", 120)]
+
+
+def test_a_truncated_tail_is_reported_and_everything_before_it_is_kept(
+    rig: IntakeRig, tmp_path: Path
+) -> None:
+    path = tmp_path / "t.bson"
+    write_tape(first_tape(60, "acme", 3, DAY1), path, corrupt_tail=True)
+    batch = upload(rig, "acme", path.read_bytes())
+    rig.run()
+    status = rig.intake.batch_status(batch)
+    assert status["damaged"] and status["counts"]["new"] == 60 and status["counts"]["invalid"] == 1
+    [error] = rig.intake.batch_errors(batch)
+    assert error["document"] == 60 and error["field"] == "(tape)" and "truncated" in error["reason"]
+
+
+def test_a_loan_leaving_active_counts_as_withdrawn(rig: IntakeRig) -> None:
+    upload(rig, "acme", bson.encode(loan_doc("L1")) + bson.encode(loan_doc("L2")))
+    rig.run()
+    batch = upload(rig, "acme", bson.encode(loan_doc("L1", status="withdrawn")))
+    rig.run()
+    status = rig.intake.batch_status(batch)
+    assert status["counts"]["withdrawn"] == 1 and status["counts"]["changed"] == 1
+    assert rig.intake.loan("acme", "L1")["status"] == "withdrawn"
+
+
+def test_json_lines_tapes_are_read_like_bson(rig: IntakeRig) -> None:
+    lines = [
+        json.dumps(
+            loan_doc(f"J{i}", principal="1000.00", outstanding_principal="500.00", interest_rate="0.07")
+        )
+        for i in range(3)
+    ]
+    batch = upload(rig, "acme", ("\n".join(lines) + "\n\n").encode(), TapeFormat.NDJSON)
+    rig.run()
+    assert rig.intake.batch_status(batch)["counts"]["new"] == 3
+    assert rig.intake.loan("acme", "J1")["document"]["interest_rate"] == "0.07"
+
+
+def test_unknown_fields_are_kept_verbatim(rig: IntakeRig) -> None:
+    upload(
+        rig, "acme", bson.encode(loan_doc("L1", purpose="car", collateral={"kind": "vehicle", "vin": "X1"}))
+    )
+    rig.run()
+    document = rig.intake.loan("acme", "L1")["document"]
+    assert document["collateral"] == {"kind": "vehicle", "vin": "X1"} and document["purpose"] == "car"
+
+
+def test_the_state_as_of_a_time_is_the_version_then(rig: IntakeRig) -> None:
+    upload(rig, "acme", bson.encode(loan_doc("L1")))
+    rig.run()
+    first_seen = rig.clock.now()
+    rig.clock.advance(timedelta(days=1))
+    upload(rig, "acme", bson.encode(loan_doc("L1", outstanding_principal="700.00")))
+    rig.run()
+    assert rig.intake.loan("acme", "L1")["version"] == 2
+    assert rig.intake.loan("acme", "L1", as_of=first_seen)["version"] == 1
+
+
+def test_an_unknown_lender_cannot_upload(rig: IntakeRig) -> None:
+    with pytest.raises(UnknownLenderError):
+        upload(rig, "nobody", bson.encode(loan_doc("L1")))
+
+
+def test_batches_of_one_lender_apply_in_upload_order(rig: IntakeRig) -> None:
+    # Both tapes are queued before any work runs: the second must be diffed against the first.
+    upload(rig, "acme", bson.encode(loan_doc("L1")))
+    upload(rig, "acme", bson.encode(loan_doc("L1", outstanding_principal="700.00")))
+    upload(rig, "bolt", bson.encode(loan_doc("L1")))
+    rig.run()
+    versions = rig.intake.versions("acme", "L1")
+    assert [(v["version"], v["outstanding_principal"]) for v in versions] == [(1, 80000), (2, 70000)]
+    assert len(rig.intake.versions("bolt", "L1")) == 1
+
+
+def _docs(data: bytes) -> list[bytes]:
+    from tranche.intake.tape import RawDocument, iter_documents
+
+    return [d.data for d in iter_documents(io.BytesIO(data), TapeFormat.BSON) if isinstance(d, RawDocument)]
