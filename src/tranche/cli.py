@@ -1,10 +1,29 @@
-"""The ``tranche`` command."""
+"""The ``tranche`` command.
+
+Commands that talk to a running node go through its HTTP API (``--url``, default ``TRANCHE_URL`` or
+http://127.0.0.1:8000); operator commands that work on the store directly bootstrap from the environment.
+"""
 
 from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
 
 import click
 
 from tranche import __version__
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+url_option = click.option(
+    "--url",
+    default=lambda: os.environ.get("TRANCHE_URL", DEFAULT_URL),
+    show_default="TRANCHE_URL or " + DEFAULT_URL,
+    help="base URL of a running tranche node",
+)
 
 
 @click.group()
@@ -21,3 +40,239 @@ def migrate() -> None:
     container = bootstrap()
     container.close()
     click.echo("schema is up to date")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--workers/--no-workers", default=True, show_default=True, help="run the pipeline stages in this process"
+)
+def serve(host: str, port: int, workers: bool) -> None:
+    """Run the API and the workers in one process (the embedded default)."""
+    import uvicorn
+
+    from tranche.api.app import create_app
+    from tranche.bootstrap import bootstrap
+
+    container = bootstrap()
+    if workers:
+        container.start_workers()
+    try:
+        uvicorn.run(
+            create_app(container), host=host, port=port, log_level=container.settings.log_level.lower()
+        )
+    finally:
+        container.close()
+
+
+@main.command()
+def worker() -> None:
+    """Run only the pipeline stages (no API): one of several worker processes, partitioned by TRANCHE_LENDERS."""
+    import signal
+    import threading
+
+    from tranche.bootstrap import bootstrap
+
+    container = bootstrap()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    container.start_workers()
+    click.echo("worker running; SIGTERM to stop")
+    stop.wait()
+    container.close()
+
+
+def _content_type(path: Path, fmt: str | None) -> str:
+    kind = fmt or ("ndjson" if path.suffix in {".jsonl", ".ndjson"} else "bson")
+    return "application/x-ndjson" if kind == "ndjson" else "application/bson"
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--lender", "lender_id", required=True, help="the lender whose tape this is")
+@click.option("--format", "fmt", type=click.Choice(["bson", "ndjson"]), help="default: from the file name")
+@click.option(
+    "--wait/--no-wait", default=True, show_default=True, help="follow the batch until it is processed"
+)
+@url_option
+def upload(file: Path, lender_id: str, fmt: str | None, wait: bool, url: str) -> None:
+    """Upload a loan tape to a running node, with a progress bar."""
+    import httpx
+
+    size = file.stat().st_size
+
+    def chunks() -> Any:
+        with file.open("rb") as handle, click.progressbar(length=size, label=f"uploading {file.name}") as bar:
+            while chunk := handle.read(1 << 20):
+                bar.update(len(chunk))
+                yield chunk
+
+    with httpx.Client(base_url=url, timeout=httpx.Timeout(30, read=600)) as client:
+        response = client.post(
+            f"/v1/lenders/{lender_id}/batches",
+            content=chunks(),
+            headers={"content-type": _content_type(file, fmt)},
+        )
+        _raise_for(response)
+        receipt = response.json()
+        click.echo(
+            f"batch {receipt['batch_id']}"
+            + ("" if receipt["created"] else " (these bytes were uploaded before)")
+        )
+        if wait:
+            status = _follow(client, receipt["batch_id"])
+            click.echo(json.dumps(status, indent=2, default=str))
+
+
+def _follow(client: Any, batch_id: str) -> dict[str, Any]:
+    with click.progressbar(length=1, label="processing") as bar:
+        while True:
+            response = client.get(f"/v1/batches/{batch_id}")
+            _raise_for(response)
+            status: dict[str, Any] = response.json()
+            if status["slices"]:
+                bar.length = status["slices"]
+                bar.update(status["slices_done"] - bar.pos)
+            if status["status"] == "completed":
+                return status
+            time.sleep(0.2)
+
+
+def _raise_for(response: Any) -> None:
+    if response.is_error:
+        try:
+            detail = response.json().get("error", response.text)
+        except ValueError:
+            detail = response.text
+        raise click.ClickException(f"{response.status_code}: {detail}")
+
+
+@main.group()
+def batch() -> None:
+    """Follow and replay batches."""
+
+
+@batch.command("status")
+@click.argument("batch_id")
+@url_option
+def batch_status(batch_id: str, url: str) -> None:
+    """A batch's status and counts."""
+    import httpx
+
+    response = httpx.get(f"{url}/v1/batches/{batch_id}", timeout=30)
+    _raise_for(response)
+    click.echo(json.dumps(response.json(), indent=2))
+
+
+@batch.command("replay")
+@click.argument("batch_id")
+@click.option(
+    "--wipe", is_flag=True, help="first remove what the batch (and the lender's later batches) derived"
+)
+def batch_replay(batch_id: str, wipe: bool) -> None:
+    """Process a batch again from its archive, on the store named by TRANCHE_DATABASE_URL."""
+    from tranche.bootstrap import bootstrap
+
+    container = bootstrap()
+    try:
+        queued = container.intake.replay(batch_id, wipe=wipe)
+        click.echo("queued: " + ", ".join(f"{b} run {r}" for b, r in queued))
+        container.runner.run_until_idle()
+        for queued_batch, _run in queued:
+            click.echo(json.dumps(container.intake.batch_status(queued_batch), indent=2, default=str))
+    finally:
+        container.close()
+
+
+@main.group()
+def lender() -> None:
+    """Register and configure lenders."""
+
+
+@lender.command("add")
+@click.argument("lender_id")
+@click.option("--name", required=True)
+@url_option
+def lender_add(lender_id: str, name: str, url: str) -> None:
+    """Register a lender on a running node (idempotent)."""
+    import httpx
+
+    response = httpx.put(f"{url}/v1/lenders/{lender_id}", json={"name": name}, timeout=30)
+    _raise_for(response)
+    click.echo(json.dumps(response.json(), indent=2))
+
+
+@main.group()
+def tape() -> None:
+    """Synthetic loan tapes."""
+
+
+@tape.command("generate")
+@click.argument("n", type=int)
+@click.option("--lender", "lender_id", required=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "--today", type=click.DateTime(["%Y-%m-%d"]), default=None, help="the tape's date (default today)"
+)
+@click.option(
+    "--previous",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="make the next day's tape from this one (N is then ignored)",
+)
+@click.option("--changed", type=float, default=0.10, show_default=True, help="share of loans with a payment")
+@click.option("--repaid", type=float, default=0.02, show_default=True, help="share of loans repaid")
+@click.option(
+    "--invalid", type=float, default=0.0, show_default=True, help="share of loans sent with a mistake"
+)
+@click.option(
+    "--new", "new_loans", type=int, default=0, show_default=True, help="new loans added to a next tape"
+)
+@click.option("--corrupt-tail", is_flag=True, help="end the tape with a truncated document")
+def tape_generate(
+    n: int,
+    lender_id: str,
+    out: Path,
+    seed: int,
+    today: Any,
+    previous: Path | None,
+    changed: float,
+    repaid: float,
+    invalid: float,
+    new_loans: int,
+    corrupt_tail: bool,
+) -> None:
+    """Write a realistic BSON tape (as mongodump does), seeded."""
+    from tranche.intake.tapegen import NextTapeShares, first_tape, next_tape, write_tape
+
+    day = today.date() if today else date.today()
+    if previous is None:
+        count = write_tape(first_tape(n, lender_id, seed, day), out, corrupt_tail=corrupt_tail)
+    else:
+        with previous.open("rb") as handle:
+            shares = NextTapeShares(changed=changed, repaid=repaid, invalid=invalid, new=new_loans)
+            count = write_tape(
+                next_tape(handle, lender_id, seed, day, shares), out, corrupt_tail=corrupt_tail
+            )
+    click.echo(f"wrote {count} loans to {out} ({out.stat().st_size} bytes)")
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="exit after the day instead of serving on")
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--loans", default=2000, show_default=True, type=int, help="loans per lender on day 1")
+@click.option(
+    "--dir",
+    "workdir",
+    default=Path("var/demo"),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="a fresh store, archive and tapes are made here",
+)
+def demo(once: bool, port: int, loans: int, workdir: Path) -> None:
+    """Play a whole market day through the real HTTP API and print a summary."""
+    from tranche.demo import run_demo
+
+    run_demo(workdir=workdir, port=port, loans=loans, serve_after=not once)

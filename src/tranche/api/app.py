@@ -41,5 +41,6 @@ def create_app(container: Container) -> FastAPI:
 
 def _routers() -> list[APIRouter]:
     """Each bounded context's router, imported here so that the app is assembled in one place."""
-    routers: list[APIRouter] = []
-    return routers
+    from tranche.api import intake, lenders
+
+    return [lenders.router, intake.router]

@@ -181,11 +181,11 @@ def decimal128_to_decimal(value: Decimal128) -> Decimal:
     the coefficient in the low 113 bits and a biased exponent above it. Specials (NaN, infinity) and the
     rarely used large-coefficient form go through pymongo's own conversion.
     """
-    high, low = value.bid[8:], value.bid[:8]
-    hi = int.from_bytes(high, "little")
+    bid = value.bid
+    hi = int.from_bytes(bid[8:], "little")
     if (hi >> 61) & 3 == 3:
         return value.to_decimal()
-    coefficient = ((hi & _COEFFICIENT_MASK) << 64) | int.from_bytes(low, "little")
+    coefficient = ((hi & _COEFFICIENT_MASK) << 64) | int.from_bytes(bid[:8], "little")
     exponent = ((hi >> 49) & 0x3FFF) - 6176
     number = Decimal(coefficient).scaleb(exponent, _DECIMAL128_CONTEXT)
     return number.copy_negate() if hi >> 63 else number
