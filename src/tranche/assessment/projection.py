@@ -38,17 +38,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import Protocol
 
 import numpy as np
 
 from tranche.assessment.errors import LoanError
-from tranche.intake.loan import Loan, ScheduleType
+from tranche.intake.loan import ScheduleType
 
 __all__ = [
     "BLOCK_CELLS",
     "MAX_PRINCIPAL",
     "MAX_RATE",
     "MAX_TERM",
+    "CashflowTerms",
     "Period",
     "Projection",
     "add_months",
@@ -66,6 +68,31 @@ MAX_TERM = 1200
 BLOCK_CELLS = 1 << 16
 """Periods per numpy block: bounds memory at a few MB whatever the mix of terms in a slice."""
 
+
+class CashflowTerms(Protocol):
+    """What a projection reads of a loan: :class:`tranche.intake.loan.Loan` has it all, and so does
+    :class:`tranche.assessment.protocol.LoanTerms`, the loan as the cash-flow service receives it."""
+
+    @property
+    def lender_id(self) -> str: ...
+    @property
+    def loan_id(self) -> str: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def outstanding_principal(self) -> int: ...
+    @property
+    def interest_rate(self) -> Decimal: ...
+    @property
+    def term_months(self) -> int: ...
+    @property
+    def schedule_type(self) -> ScheduleType: ...
+    @property
+    def issue_date(self) -> date: ...
+    @property
+    def next_payment_date(self) -> date | None: ...
+
+
 _KIND = {ScheduleType.ANNUITY: 0, ScheduleType.LINEAR: 1, ScheduleType.BULLET: 2}
 
 
@@ -78,7 +105,7 @@ def add_months(start: date, months: int, day: int | None = None) -> date:
     return date(year, month0 + 1, min(day or start.day, last))
 
 
-def remaining_term(loan: Loan) -> int:
+def remaining_term(loan: CashflowTerms) -> int:
     """Monthly payments left, from the first one on ``next_payment_date`` through maturity.
 
     Payment ``j`` of a loan falls in the ``j``-th calendar month after the issue month (``j = 1 ..
@@ -163,7 +190,7 @@ class Projection:
             yield Period(number, due, principal, interest)
 
 
-def project(loan: Loan) -> Projection:
+def project(loan: CashflowTerms) -> Projection:
     """The projection of one loan; raises :class:`LoanError` if it cannot be projected."""
     result = project_many([loan])[0]
     if isinstance(result, LoanError):
@@ -171,7 +198,7 @@ def project(loan: Loan) -> Projection:
     return result
 
 
-def _why_not(loan: Loan) -> LoanError:
+def _why_not(loan: CashflowTerms) -> LoanError:
     """The reason a loan with principal outstanding cannot be projected (called only once it failed)."""
     message, field = "cannot be projected", "loan"
     rate = loan.interest_rate
@@ -194,7 +221,7 @@ _MAX_RATE_FLOAT = float(MAX_RATE)
 _BLOCK_MIN_LOANS = 64
 
 
-def project_many(loans: Sequence[Loan]) -> list[Projection | LoanError]:
+def project_many(loans: Sequence[CashflowTerms]) -> list[Projection | LoanError]:
     """Project a slice of loans; each result is in its loan's position, a :class:`LoanError` for a loan
     that cannot be projected (its neighbours are unaffected)."""
     results: list[Projection | LoanError | None] = [None] * len(loans)
@@ -250,7 +277,7 @@ def project_many(loans: Sequence[Loan]) -> list[Projection | LoanError]:
 
 
 def _project_block(
-    loans: Sequence[Loan],
+    loans: Sequence[CashflowTerms],
     kind: int,
     work: list[tuple[int, int, int, int, float]],
     results: list[Projection | LoanError | None],
