@@ -90,9 +90,9 @@ def test_a_call_that_is_not_a_batch_is_a_terminal_error(service: CashflowServer)
     def broken(request: httpx.Request) -> httpx.Response:
         return httpx.Response(422, json={"message": "no such thing"})
 
-    with HttpCashflowClient("http://unused", transport=httpx.MockTransport(broken)) as http:
-        with pytest.raises(TerminalServiceError, match="no such thing") as caught:
-            http.project_many(SLICE[:1])
+    http = HttpCashflowClient("http://unused", transport=httpx.MockTransport(broken))
+    with http, pytest.raises(TerminalServiceError, match="no such thing") as caught:
+        http.project_many(SLICE[:1])
     assert caught.value.status == 422
 
 
