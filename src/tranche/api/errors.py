@@ -9,6 +9,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from tranche.bus.errors import (
+    ChunkTooLargeError,
+    NoResponderError,
+    PublishError,
+    RemoteError,
+    RequestTimeoutError,
+)
 from tranche.shared.errors import (
     ConflictError,
     CurrencyMismatchError,
@@ -23,6 +30,11 @@ STATUS_BY_ERROR: list[tuple[type[TrancheError], int]] = [
     (ConflictError, 409),
     (ValidationError, 422),
     (CurrencyMismatchError, 422),
+    (NoResponderError, 503),
+    (PublishError, 503),
+    (RequestTimeoutError, 504),
+    (RemoteError, 502),
+    (ChunkTooLargeError, 502),
 ]
 
 
