@@ -276,3 +276,46 @@ def demo(once: bool, port: int, loans: int, workdir: Path) -> None:
     from tranche.demo import run_demo
 
     run_demo(workdir=workdir, port=port, loans=loans, serve_after=not once)
+
+
+@main.command("cashflow-service")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8099, show_default=True, type=int)
+@click.option("--fail-rate", default=0.0, show_default=True, type=float, help="share of calls that fail")
+@click.option(
+    "--status", "statuses", default="503", show_default=True, help="statuses of failed calls, e.g. 429,503"
+)
+@click.option("--latency-ms", default=0.0, show_default=True, type=float, help="delay before every answer")
+@click.option(
+    "--retry-after", default=1.0, show_default=True, type=float, help="Retry-After of a 429, seconds"
+)
+@click.option("--admin-port", type=int, help="also serve /admin here, to come back from refusing connections")
+@click.option("--seed", type=int, help="seed of the failure draws, for repeatable runs")
+def cashflow_service(
+    host: str,
+    port: int,
+    fail_rate: float,
+    statuses: str,
+    latency_ms: float,
+    retry_after: float,
+    admin_port: int | None,
+    seed: int | None,
+) -> None:
+    """Run the stand-alone cash-flow service, failing on demand (see tranche.assessment.service)."""
+    from tranche.assessment.service import run_cashflow_service
+
+    try:
+        codes = [int(code) for code in statuses.split(",") if code.strip()]
+        run_cashflow_service(
+            host=host,
+            port=port,
+            fail_rate=fail_rate,
+            statuses=codes,
+            latency_ms=latency_ms,
+            retry_after=retry_after,
+            admin_port=admin_port,
+            seed=seed,
+            announce=click.echo,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None

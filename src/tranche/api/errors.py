@@ -9,6 +9,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from tranche.assessment.errors import (
+    InvalidRiskRulesError,
+    LoanError,
+    RetryableServiceError,
+    RiskRulesConflictError,
+    TerminalServiceError,
+)
 from tranche.bus.errors import (
     ChunkTooLargeError,
     NoResponderError,
@@ -27,6 +34,11 @@ from tranche.shared.errors import (
 # Most specific class first: the first isinstance match wins.
 STATUS_BY_ERROR: list[tuple[type[TrancheError], int]] = [
     (NotFoundError, 404),
+    (InvalidRiskRulesError, 422),
+    (LoanError, 422),
+    (RiskRulesConflictError, 409),
+    (RetryableServiceError, 503),
+    (TerminalServiceError, 502),
     (ConflictError, 409),
     (ValidationError, 422),
     (CurrencyMismatchError, 422),
