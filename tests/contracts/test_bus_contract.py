@@ -15,6 +15,7 @@ import pytest
 from tranche.bus import (
     Bus,
     ChunkTooLargeError,
+    DeadLetter,
     Delivery,
     EventCodec,
     InProcessBus,
@@ -406,7 +407,7 @@ class BusContract:
         await eventually(lambda: len(deliveries) == 2, timeout=5, what="redelivery after the ack timeout")
         assert deliveries[1].redelivered
 
-    async def _wait_dead(self, bus: Bus, queue: str, count: int, timeout: float = 8.0) -> list:  # type: ignore[type-arg]
+    async def _wait_dead(self, bus: Bus, queue: str, count: int, timeout: float = 8.0) -> list[DeadLetter]:
         deadline = time.monotonic() + timeout
         while True:
             dead = await bus.dead_letters(queue)
