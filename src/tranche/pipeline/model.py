@@ -97,9 +97,10 @@ class RetryPolicy:
         ``± jitter``. A ``retry_after`` from the dependency is a floor: the item never comes back sooner.
         """
         draw = (rng or _RANDOM).random
-        exponent = max(attempt - 1, 0)
-        base = self.initial_delay * self.multiplier**exponent if exponent < 200 else self.max_delay
-        base = min(base, self.max_delay)
+        try:
+            base = min(self.initial_delay * self.multiplier ** max(attempt - 1, 0), self.max_delay)
+        except OverflowError:
+            base = self.max_delay
         spread = base * self.jitter * (2 * draw() - 1)
         delay = max(base + spread, 0.0)
         if retry_after is not None and retry_after > delay:
