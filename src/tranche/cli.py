@@ -319,3 +319,7 @@ def cashflow_service(
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -63,15 +63,17 @@ def batch_status(batch_id: str, container: ContainerDep) -> dict[str, Any]:
 def batch_errors(
     batch_id: str,
     container: ContainerDep,
-    after: Annotated[int, Query(ge=0, description="the last error_id of the previous page")] = 0,
+    after: Annotated[
+        str | None, Query(pattern=r"^\d+:\d+$", description="the `next` cursor of the previous page")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    errors = container.intake.batch_errors(batch_id, after=after, limit=limit)
-    following = (
-        f"/v1/batches/{batch_id}/errors?after={errors[-1]['error_id']}&limit={limit}"
-        if len(errors) == limit
-        else None
-    )
+    cursor = None if after is None else (int(after.split(":")[0]), int(after.split(":")[1]))
+    errors = container.intake.batch_errors(batch_id, after=cursor, limit=limit)
+    following = None
+    if len(errors) == limit:
+        last = errors[-1]
+        following = f"/v1/batches/{batch_id}/errors?after={last['document']}:{last['error_id']}&limit={limit}"
     return {"errors": errors, "next": following}
 
 

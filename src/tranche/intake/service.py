@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import bson
-from sqlalchemy import Connection, Engine, delete, func, insert, select
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from tranche.crm.lenders import ensure_lender
@@ -242,18 +242,27 @@ class Intake:
             "errors": int(errors),
         }
 
-    def batch_errors(self, batch_id: str, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
-        """One page of a batch's errors in tape order; ``after`` is the last ``error_id`` of the previous page."""
+    def batch_errors(
+        self, batch_id: str, *, after: tuple[int, int] | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """One page of a batch's errors in tape order.
+
+        ``after`` is the (document, error_id) of the last error of the previous page (keyset paging: pages
+        stay consistent while a batch is still adding errors).
+        """
         with reading(self.engine) as conn:
             _batch_row(conn, batch_id)
             run = _current_run(conn, batch_id)
             e = batch_errors.c
-            rows = conn.execute(
-                select(e.error_id, e.document, e.loan_id, e.field, e.reason, e.stage)
-                .where(e.batch_id == batch_id, e.run == run, e.error_id > after)
-                .order_by(e.error_id)
-                .limit(limit)
+            query = select(e.error_id, e.document, e.loan_id, e.field, e.reason, e.stage).where(
+                e.batch_id == batch_id, e.run == run
             )
+            if after is not None:
+                document, error_id = after
+                query = query.where(
+                    or_(e.document > document, and_(e.document == document, e.error_id > error_id))
+                )
+            rows = conn.execute(query.order_by(e.document, e.error_id).limit(limit))
             return [dict(r._mapping) for r in rows]
 
     def loan(self, lender_id: str, loan_id: str, *, as_of: datetime | None = None) -> dict[str, Any]:
