@@ -49,7 +49,7 @@ def two_days(rig: IntakeRig, tmp_path: Path) -> tuple[str, str]:
 
 
 def test_replaying_a_batch_without_wiping_changes_nothing(rig: IntakeRig, tmp_path: Path) -> None:
-    first, second = two_days(rig, tmp_path)
+    first, _second = two_days(rig, tmp_path)
     before = state(rig)
     queued = rig.intake.replay(first)
     rig.run()
