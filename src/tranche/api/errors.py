@@ -23,6 +23,7 @@ from tranche.bus.errors import (
     RemoteError,
     RequestTimeoutError,
 )
+from tranche.pipeline.errors import InvalidStageOverrideError, ItemNotFoundError, ItemNotParkedError
 from tranche.shared.errors import (
     ConflictError,
     CurrencyMismatchError,
@@ -47,6 +48,9 @@ STATUS_BY_ERROR: list[tuple[type[TrancheError], int]] = [
     (RequestTimeoutError, 504),
     (RemoteError, 502),
     (ChunkTooLargeError, 502),
+    (ItemNotFoundError, 404),
+    (ItemNotParkedError, 409),
+    (InvalidStageOverrideError, 422),
 ]
 
 
