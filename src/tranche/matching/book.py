@@ -13,16 +13,17 @@ same answer from every criteria, so the list of demand queues that accept a cell
 (the cache is dropped when new criteria bring new boundaries). A new sell offer therefore looks at the queues
 that accept it, never at the buy offers that do not.
 
-Unsold partial-funding loans rest per country on a rate ladder (a ``SortedList`` of distinct investor rates,
-each rate a FIFO of offers); a new buy offer walks the ladders of its countries from the highest rate down to
-its minimum rate. Unsold all-or-nothing loans rest apart and are retried, most sellable first, whenever demand
-arrives.
+Unsold loans rest in arrival order, partial-funding and all-or-nothing ones apart. When demand arrives (new
+buy offers, or demand given back by a rollback) only that demand is offered the resting loans: each resting
+loan is looked at through its cached cell, and only the arriving buy offers among the queues that accept it
+are tried, so the demand that had already been offered the loan is not walked again.
 
 Priorities
 ----------
 - A new sell offer serves the queues with the highest minimum rate first (the most demanding investors, who
   have the fewest loans to choose from), FIFO within a queue.
-- A new buy offer takes the resting loans with the highest investor rate first, FIFO within a rate.
+- Arriving demand is offered the resting all-or-nothing loans first, most sellable first (below), then the
+  resting partial-funding loans, oldest loan first, so that no loan ages in the book while newer ones sell.
 - All-or-nothing loans are sold in one piece or not at all: a trial allocation is computed and kept only if
   it covers the whole offer, so no investor's money is parked in a loan that does not fill. When demand
   arrives, resting all-or-nothing loans are ranked by *sellability*: the demand that could go into the loan
@@ -37,12 +38,10 @@ Priorities
 from __future__ import annotations
 
 from bisect import bisect_right, insort
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
-
-from sortedcontainers import SortedList
 
 from tranche.matching.criteria import Criteria, LoanTraits
 from tranche.matching.errors import (
@@ -132,15 +131,17 @@ class Changes:
 class _Demand:
     """All live buy offers with equal criteria, FIFO by arrival."""
 
-    __slots__ = ("capacity", "criteria", "min_rate", "order", "queue")
+    __slots__ = ("criteria", "min_rate", "order", "queue")
 
     def __init__(self, criteria: Criteria, order: int) -> None:
         self.criteria = criteria
         self.min_rate = criteria.min_investor_rate
-        self.order = order
+        self.order = order  # its bit in the market's masks
         self.queue: dict[str, _Buy] = {}
-        # what all queued offers could take from one loan; the numerator of sellability
-        self.capacity = 0
+
+    def capacity(self) -> int:
+        """What all queued offers could take from one loan: the numerator of sellability."""
+        return sum(buy.takeable() for buy in self.queue.values())
 
 
 class _Buy:
@@ -200,22 +201,22 @@ class _Bid:
         self.match_id = match_id
 
 
-@dataclass
-class _Ladder:
-    """Resting partial-funding offers of one country: distinct investor rates, each a FIFO of offers."""
-
-    rates: SortedList = field(default_factory=SortedList)
-    levels: dict[Decimal, dict[str, _Sell]] = field(default_factory=dict)
+def _in_range(value: int, low: int | None, high: int | None) -> bool:
+    return (low is None or value >= low) and (high is None or value <= high)
 
 
-class _Cell:
-    """The queues that accept one cell of loans, and a loan of that cell to test new criteria on."""
-
-    __slots__ = ("queues", "traits")
-
-    def __init__(self, traits: LoanTraits, queues: list[_Demand]) -> None:
-        self.traits = traits
-        self.queues = queues
+# One test per dimension of a loan, in the order of the keys in _Market.queues_for.
+_DIMENSIONS: tuple[Callable[[Criteria, LoanTraits], bool], ...] = (
+    lambda c, t: c.countries is None or t.country in c.countries,
+    lambda c, t: c.risk_groups is None or t.risk_group in c.risk_groups,
+    lambda c, t: (
+        (c.lenders_in is None or t.lender_id in c.lenders_in) and t.lender_id not in c.lenders_not_in
+    ),
+    lambda c, t: _in_range(t.borrower_age, c.age_min, c.age_max),
+    lambda c, t: _in_range(t.credit_score, c.score_min, c.score_max),
+    lambda c, t: _in_range(t.income_monthly, c.income_min, None),
+    lambda c, t: _in_range(t.term_months, c.term_min, c.term_max),
+)
 
 
 def _queue_order(d: _Demand) -> tuple[Decimal, int]:
@@ -236,10 +237,11 @@ class _Market:
     def __init__(self, currency: str) -> None:
         self.currency = currency
         self.demand: dict[Criteria, _Demand] = {}
-        self.by_country: dict[str | None, list[_Demand]] = {}
+        self.by_bit: list[_Demand] = []
         self.cuts: tuple[list[int], list[int], list[int], list[int]] = ([], [], [], [])
-        self.cells: dict[tuple[object, ...], _Cell] = {}
-        self.ladders: dict[str, _Ladder] = {}
+        self.dimension_masks: tuple[dict[object, int], ...] = tuple({} for _ in _DIMENSIONS)
+        self.by_mask: dict[int, list[_Demand]] = {}
+        self.resting: dict[str, _Sell] = {}
         self.aon: dict[str, _Sell] = {}
         # a loan's remainder below every ticket ever seen cannot be sold: the fill loop stops there
         self.smallest_ticket: int | None = None
@@ -248,31 +250,29 @@ class _Market:
         found = self.demand.get(criteria)
         if found is not None:
             return found
-        created = _Demand(criteria, len(self.demand))
+        created = _Demand(criteria, len(self.by_bit))
         self.demand[criteria] = created
-        for country in criteria.countries if criteria.countries is not None else (None,):
-            self.by_country.setdefault(country, []).append(created)
-        new_cut = False
+        self.by_bit.append(created)
         for cuts, points in zip(self.cuts, criteria.boundaries(), strict=True):
             for point in points:
                 index = bisect_right(cuts, point)
                 if index == 0 or cuts[index - 1] != point:
                     insort(cuts, point)
-                    new_cut = True
-        if new_cut:
-            # cell keys are interval indexes: a new boundary renumbers them
-            self.cells.clear()
-        else:
-            for cell in self.cells.values():
-                if criteria.accepts(cell.traits):
-                    cell.queues.append(created)
-                    cell.queues.sort(key=_queue_order)
+        # every mask gains a bit (and interval numbers may shift): recompute lazily
+        for cache in self.dimension_masks:
+            cache.clear()
+        self.by_mask.clear()
         return created
 
     def queues_for(self, traits: LoanTraits) -> list[_Demand]:
-        """The demand queues whose criteria accept this loan (ignoring the rate), most demanding first."""
+        """The demand queues whose criteria accept this loan (ignoring the rate), most demanding first.
+
+        Each dimension maps the loan's value (or, for ranges, the interval between cuts it falls in) to the
+        bit set of queues that accept it; the loan's queues are the AND of its seven bit sets.
+        """
+        masks = self.dimension_masks
         age, score, income, term = self.cuts
-        key = (
+        keys = (
             traits.country,
             traits.risk_group,
             traits.lender_id,
@@ -281,13 +281,32 @@ class _Market:
             bisect_right(income, traits.income_monthly),
             bisect_right(term, traits.term_months),
         )
-        cell = self.cells.get(key)
-        if cell is None:
-            candidates = self.by_country.get(traits.country, []) + self.by_country.get(None, [])
-            queues = [d for d in candidates if d.criteria.accepts(traits)]
+        mask = -1
+        for dimension, key in enumerate(keys):
+            bits = masks[dimension].get(key)
+            if bits is None:
+                bits = masks[dimension][key] = self._dimension_mask(dimension, traits)
+            mask &= bits
+            if not mask:
+                break
+        queues = self.by_mask.get(mask)
+        if queues is None:
+            queues = []
+            rest = mask
+            while rest:
+                low = rest & -rest
+                queues.append(self.by_bit[low.bit_length() - 1])
+                rest ^= low
             queues.sort(key=_queue_order)
-            cell = self.cells[key] = _Cell(traits, queues)
-        return cell.queues
+            self.by_mask[mask] = queues
+        return queues
+
+    def _dimension_mask(self, dimension: int, t: LoanTraits) -> int:
+        mask = 0
+        for demand in self.by_bit:
+            if _DIMENSIONS[dimension](demand.criteria, t):
+                mask |= 1 << demand.order
+        return mask
 
     def enqueue(self, buy: _Buy) -> None:
         queue = buy.demand.queue
@@ -300,11 +319,9 @@ class _Market:
             queue.update((b.offer.buy_offer_id, b) for b in ordered)
         else:
             queue[key] = buy
-        buy.demand.capacity += buy.takeable()
 
     def dequeue(self, buy: _Buy) -> None:
-        if buy.demand.queue.pop(buy.offer.buy_offer_id, None) is not None:
-            buy.demand.capacity -= buy.takeable()
+        buy.demand.queue.pop(buy.offer.buy_offer_id, None)
 
     def rest(self, sell: _Sell) -> None:
         if sell.resting or sell.remaining <= 0:
@@ -313,14 +330,7 @@ class _Market:
         if sell.offer.all_or_nothing:
             _insert_by_seq(self.aon, sell)
             return
-        ladder = self.ladders.get(sell.traits.country)
-        if ladder is None:
-            ladder = self.ladders[sell.traits.country] = _Ladder()
-        level = ladder.levels.get(sell.investor_rate)
-        if level is None:
-            level = ladder.levels[sell.investor_rate] = {}
-            ladder.rates.add(sell.investor_rate)
-        _insert_by_seq(level, sell)
+        _insert_by_seq(self.resting, sell)
 
     def unrest(self, sell: _Sell) -> None:
         if not sell.resting:
@@ -330,12 +340,7 @@ class _Market:
         if sell.offer.all_or_nothing:
             del self.aon[offer_id]
             return
-        ladder = self.ladders[sell.traits.country]
-        level = ladder.levels[sell.investor_rate]
-        del level[offer_id]
-        if not level:
-            del ladder.levels[sell.investor_rate]
-            ladder.rates.remove(sell.investor_rate)
+        del self.resting[offer_id]
 
 
 def _insert_by_seq(fifo: dict[str, _Sell], sell: _Sell) -> None:
@@ -398,11 +403,9 @@ class Matcher:
                 market.enqueue(buy)
             added.append(buy)
         for currency in sorted({b.offer.currency for b in added}):
-            market = self._markets[currency]
-            self._retry_all_or_nothing(market, events)
-            for buy in added:
-                if buy.offer.currency == currency:
-                    self._buy_from_book(market, buy, events)
+            self._offer_resting(
+                self._markets[currency], [b for b in added if b.offer.currency == currency], events
+            )
         for buy in added:
             self._maybe_finish_buy(buy)
         return events
@@ -429,7 +432,7 @@ class Matcher:
         del self._sells[offer_id]
         self._withdrawn.add(offer_id)
         self._changes.withdrawn.append(offer_id)
-        self._rematch_buys(market, freed, events)
+        self._offer_resting(market, freed, events)
         return events
 
     def withdraw_buy(self, buy_offer_id: str, reason: str) -> list[Event]:
@@ -466,7 +469,7 @@ class Matcher:
                 self._sell_to_demand(market, sell, events)
                 market.rest(sell)
                 self._maybe_finish_sell(sell)
-        self._rematch_buys(market, list(freed.values()), events)
+        self._offer_resting(market, list(freed.values()), events)
         return events
 
     def confirm(self, offer_id: str) -> list[Event]:
@@ -522,17 +525,13 @@ class Matcher:
         markets: dict[str, object] = {}
         for currency, m in sorted(self._markets.items()):
             queues = sorted(
-                (repr(sorted(d.criteria.to_dict().items())), tuple(d.queue), d.capacity)
+                (repr(sorted(d.criteria.to_dict().items())), tuple(d.queue))
                 for d in m.demand.values()
                 if d.queue
             )
-            ladders = {
-                country: tuple((rate, tuple(lad.levels[rate])) for rate in lad.rates)
-                for country, lad in sorted(m.ladders.items())
-                if lad.rates
-            }
-            if queues or ladders or m.aon:
-                markets[currency] = {"queues": tuple(queues), "ladders": ladders, "aon": tuple(m.aon)}
+            resting = tuple(m.resting)
+            if queues or resting or m.aon:
+                markets[currency] = {"queues": tuple(queues), "resting": resting, "aon": tuple(m.aon)}
         sells = tuple(
             sorted(
                 (
@@ -647,31 +646,47 @@ class Matcher:
                 "lenders_in is empty: nothing can match", record=record, field="lenders_in"
             )
 
-    def _allocate(self, market: _Market, sell: _Sell, queues: Iterable[_Demand]) -> list[Fill]:
-        """The fills this loan would get from ``queues`` (nothing is changed): the hot loop of the matcher."""
+    def _allocate(
+        self,
+        market: _Market,
+        sell: _Sell,
+        queues: Iterable[_Demand],
+        only: dict[_Demand, list[_Buy]] | None = None,
+    ) -> list[Fill]:
+        """The fills this loan would get from ``queues`` (nothing is changed): the hot loop of the matcher.
+
+        With ``only``, just those buy offers of each queue are tried (arriving demand meeting resting loans).
+        """
         left = sell.remaining
         floor = market.smallest_ticket or 1
         if left < floor:
             return []
         rate = sell.investor_rate
-        taken = sell.by_portfolio
-        extra: dict[str, int] = {}
+        # what each portfolio holds of this loan, with what this allocation adds
+        taken = dict(sell.by_portfolio) if sell.by_portfolio else {}
         fills: list[Fill] = []
         for demand in queues:
             if demand.min_rate > rate or not demand.queue:
                 continue
-            for buy in demand.queue.values():
+            if only is None:
+                buys: Iterable[_Buy] = demand.queue.values()
+            else:
+                chosen = only.get(demand)
+                if chosen is None:
+                    continue
+                buys = chosen
+            for buy in buys:
                 amount = buy.remaining
                 if amount > left:
                     amount = left
-                room = buy.cap - taken.get(buy.portfolio, 0) - extra.get(buy.portfolio, 0)
+                room = buy.cap - taken.get(buy.portfolio, 0)
                 if amount > room:
                     amount = room
                 amount -= amount % buy.ticket
                 if amount <= 0:
                     continue
                 fills.append((buy, amount))
-                extra[buy.portfolio] = extra.get(buy.portfolio, 0) + amount
+                taken[buy.portfolio] = taken.get(buy.portfolio, 0) + amount
                 left -= amount
                 if left < floor:
                     return fills
@@ -687,11 +702,15 @@ class Matcher:
         investor_rate = sell.investor_rate
         margin = offer.margin
         bids: list[Bid] = []
+        placed = sell.placed
+        by_portfolio = sell.by_portfolio
+        count = sell.bid_count
+        prefix = offer.offer_id + "#"
         for buy, amount in fills:
-            sell.bid_count += 1
+            count += 1
             b = buy.offer
             bid = Bid(
-                f"{offer.offer_id}#{sell.bid_count}",
+                prefix + str(count),
                 b.buy_offer_id,
                 b.portfolio_id,
                 b.investor_id,
@@ -701,18 +720,16 @@ class Matcher:
                 margin,
             )
             bids.append(bid)
-            placed = _Bid(bid, sell, buy, match_id)
-            sell.placed[bid.bid_id] = placed
-            buy.placed[bid.bid_id] = placed
-            sell.by_portfolio[b.portfolio_id] = sell.by_portfolio.get(b.portfolio_id, 0) + amount
-            sell.remaining -= amount
-            before = buy.takeable()
-            buy.remaining -= amount
-            if buy.remaining < buy.ticket:
-                if buy.demand.queue.pop(b.buy_offer_id, None) is not None:
-                    buy.demand.capacity -= before
-            else:
-                buy.demand.capacity += buy.takeable() - before
+            record = _Bid(bid, sell, buy, match_id)
+            placed[bid.bid_id] = record
+            buy.placed[bid.bid_id] = record
+            by_portfolio[buy.portfolio] = by_portfolio.get(buy.portfolio, 0) + amount
+            left = buy.remaining - amount
+            buy.remaining = left
+            if left < buy.ticket:
+                buy.demand.queue.pop(b.buy_offer_id, None)
+        sell.bid_count = count
+        sell.remaining -= sum(bid.amount for bid in bids)
         events.append(
             OfferMatched(
                 match_id,
@@ -732,53 +749,46 @@ class Matcher:
             return
         self._apply(market, sell, fills, events)
 
-    def _buy_from_book(self, market: _Market, buy: _Buy, events: list[Event]) -> None:
-        """A buy offer takes resting partial-funding loans: highest investor rate first, FIFO within a rate."""
-        criteria = buy.demand.criteria
-        countries = sorted(criteria.countries) if criteria.countries is not None else sorted(market.ladders)
-        for country in countries:
-            ladder = market.ladders.get(country)
-            if ladder is None or not ladder.rates:
-                continue
-            start = ladder.rates.bisect_left(criteria.min_investor_rate)
-            for rate in list(reversed(ladder.rates[start:])):
-                if buy.remaining < buy.ticket:
-                    return
-                self._buy_from_level(market, buy, ladder.levels[rate], events)
-
-    def _buy_from_level(
-        self, market: _Market, buy: _Buy, level: dict[str, _Sell], events: list[Event]
-    ) -> None:
-        criteria = buy.demand.criteria
-        portfolio = buy.portfolio
+    def _offer_resting(self, market: _Market, arriving: list[_Buy], events: list[Event]) -> None:
+        """Offer the resting loans to arriving demand: all-or-nothing loans by sellability, then the others
+        oldest first; only the arriving buy offers are tried (the rest had their chance)."""
+        only: dict[_Demand, list[_Buy]] = {}
+        for buy in sorted(arriving, key=_buy_seq):
+            if buy.remaining >= buy.ticket and self._buys.get(buy.offer.buy_offer_id) is buy:
+                only.setdefault(buy.demand, []).append(buy)
+        if not only:
+            return
+        if market.aon:
+            self._retry_all_or_nothing(market, only, events)
         sold_out: list[_Sell] = []
-        for sell in level.values():
-            if buy.remaining < buy.ticket:
-                break
-            if not criteria.accepts(sell.traits):
-                continue
-            amount = min(buy.remaining, sell.remaining, buy.cap - sell.by_portfolio.get(portfolio, 0))
-            amount -= amount % buy.ticket
-            if amount <= 0:
-                continue
-            self._apply(market, sell, [(buy, amount)], events)
-            if sell.remaining <= 0:
-                sold_out.append(sell)
+        for sell in market.resting.values():
+            queues = market.queues_for(sell.traits)
+            fills = self._allocate(market, sell, queues, only)
+            if fills:
+                self._apply(market, sell, fills, events)
+                if sell.remaining <= 0:
+                    sold_out.append(sell)
         for sell in sold_out:
             market.unrest(sell)
             self._maybe_finish_sell(sell)
 
-    def _retry_all_or_nothing(self, market: _Market, events: list[Event]) -> None:
-        """Try resting all-or-nothing loans, most sellable first (see the module docstring)."""
-        if not market.aon:
-            return
+    def _retry_all_or_nothing(
+        self, market: _Market, only: dict[_Demand, list[_Buy]], events: list[Event]
+    ) -> None:
+        """Try the resting all-or-nothing loans that arriving demand accepts, most sellable first."""
         ranked: list[tuple[int, int, _Sell]] = []
+        capacities: dict[_Demand, int] = {}
         for sell in market.aon.values():
             coverage = 0
+            fresh = False
             for demand in market.queues_for(sell.traits):
                 if demand.min_rate <= sell.investor_rate:
-                    coverage += demand.capacity
-            if coverage >= sell.remaining > 0:
+                    capacity = capacities.get(demand)
+                    if capacity is None:
+                        capacity = capacities[demand] = demand.capacity()
+                    coverage += capacity
+                    fresh = fresh or demand in only
+            if fresh and coverage >= sell.remaining > 0:
                 ranked.append((-(coverage * 1_000_000 // sell.remaining), sell.seq, sell))
         ranked.sort(key=lambda item: (item[0], item[1]))
         for _, _, sell in ranked:
@@ -818,12 +828,6 @@ class Matcher:
             BidsRolledBack(offer.lender_id, offer.loan_id, reason, tuple(b.bid.bid_id for b in bids))
         )
         return freed
-
-    def _rematch_buys(self, market: _Market, freed: list[_Buy], events: list[Event]) -> None:
-        self._retry_all_or_nothing(market, events)
-        for buy in sorted(freed, key=_buy_seq):
-            if self._buys.get(buy.offer.buy_offer_id) is buy and buy.remaining >= buy.ticket:
-                self._buy_from_book(market, buy, events)
 
     def _maybe_finish_sell(self, sell: _Sell) -> None:
         if sell.remaining <= 0 and not sell.placed and self._sells.get(sell.offer.offer_id) is sell:

@@ -1,0 +1,319 @@
+"""Matching throughput: loan offers against portfolios' buckets, beside a bare per-rate FIFO matcher.
+
+    python bench/matching.py            1,000,000 loan offers vs 10,000 portfolios
+    python bench/matching.py --quick    100,000 vs 1,000
+
+The market: 20 lenders in 8 countries; loans of 500-5,000 EUR (one in ten all-or-nothing) with borrower age,
+credit score, income, risk group A-E, term and a rate of 5-20 %; each lender's margin is 1-2 %.
+Portfolios have one to three buckets whose criteria are drawn from a catalogue of 300 strategies (investors
+pick among presets: country sets, age/score/income/term bands, risk groups, lender lists, a minimum rate),
+a minimum ticket of 10-50 EUR and a per-loan cap of 100-500 EUR. Demand roughly equals supply.
+
+The run has three phases, as a market would: 20 % of the loans are offered before any demand (they rest),
+then every bucket places its buy offer (which buys resting loans and sweeps the all-or-nothing ones), then
+the other 80 % of the loans arrive and are sold to the resting demand. Every match is confirmed at once.
+Figures: fills (bids) per second of matcher time, and the wall time to clear the market.
+
+The floor is a bare matcher over the same loans and buy offers: one FIFO queue per minimum rate and a
+``SortedList`` of the distinct rates, whole tickets and the per-loan cap, no criteria, no events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import sys
+import time
+from collections import deque
+from decimal import Decimal
+from pathlib import Path
+
+from sortedcontainers import SortedList
+
+from tranche.matching.book import BuyOffer, Matcher, SellOffer
+from tranche.matching.criteria import Criteria, LoanTraits
+from tranche.matching.events import OfferMatched
+
+COUNTRIES = ["ES", "LV", "EE", "LT", "PL", "DE", "CZ", "RO"]
+RISKS = ["A", "B", "C", "D", "E"]
+LENDERS = [f"len_{i:02d}" for i in range(20)]
+RATES = [Decimal(bp) / 10_000 for bp in range(500, 2001, 25)]
+AON_SHARE = 0.1
+MARGINS = {lender: Decimal(100 + 5 * i) / 10_000 for i, lender in enumerate(LENDERS)}
+LENDER_COUNTRY = {lender: COUNTRIES[i % len(COUNTRIES)] for i, lender in enumerate(LENDERS)}
+
+
+def catalogue(rng: random.Random, size: int) -> list[Criteria]:
+    strategies: list[Criteria] = []
+    for _ in range(size):
+        age_lo = rng.choice([None, 18, 21, 25, 28, 30, 35])
+        score_lo = rng.choice([None, None, 500, 600, 650, 700, 750])
+        score_hi = rng.choice([None, None, 599, 649, 699]) if score_lo is None else None
+        term_hi = rng.choice([None, 12, 24, 36, 48, 60])
+        strategies.append(
+            Criteria(
+                countries=rng.choice([None, frozenset(rng.sample(COUNTRIES, rng.randint(1, 4)))]),
+                age_min=age_lo,
+                age_max=rng.choice([None, 35, 45, 55, 65]),
+                score_min=score_lo,
+                score_max=score_hi,
+                income_min=rng.choice([None, None, 100_000, 150_000, 250_000]),
+                risk_groups=rng.choice([None, frozenset(rng.sample(RISKS, rng.randint(1, 3)))]),
+                term_min=rng.choice([None, None, 6, 12]),
+                term_max=term_hi,
+                lenders_in=rng.choice([None, None, None, frozenset(rng.sample(LENDERS, 8))]),
+                lenders_not_in=rng.choice([frozenset(), frozenset(), frozenset(rng.sample(LENDERS, 2))]),
+                min_investor_rate=rng.choice([Decimal(0), Decimal("0.04"), Decimal("0.06"), Decimal("0.08")]),
+            )
+        )
+    return strategies
+
+
+def make_buys(
+    rng: random.Random, portfolios: int, strategies: list[Criteria], per_portfolio: int
+) -> list[BuyOffer]:
+    offers: list[BuyOffer] = []
+    for p in range(portfolios):
+        ticket = rng.choice([1_000, 2_500, 5_000])
+        cap = ticket * rng.randint(4, 10)
+        buckets = rng.randint(1, 3)
+        total = per_portfolio * rng.randint(50, 150) // 100
+        for b in range(buckets):
+            amount = total // buckets
+            offers.append(
+                BuyOffer(
+                    f"bo_{p}_{b}",
+                    f"pf_{p}",
+                    f"inv_{p}",
+                    f"bkt_{p}_{b}",
+                    1,
+                    "EUR",
+                    amount - amount % ticket,
+                    ticket,
+                    cap,
+                    rng.choice(strategies),
+                )
+            )
+    return offers
+
+
+def make_sells(rng: random.Random, start: int, count: int) -> list[SellOffer]:
+    offers: list[SellOffer] = []
+    for n in range(start, start + count):
+        lender = LENDERS[rng.randrange(20)]
+        country = LENDER_COUNTRY[lender] if rng.random() < 0.8 else COUNTRIES[rng.randrange(8)]
+        traits = LoanTraits(
+            country,
+            rng.randint(18, 75),
+            rng.randint(300, 850),
+            rng.randint(50_000, 800_000),
+            RISKS[rng.randrange(5)],
+            rng.choice((6, 12, 18, 24, 36, 48, 60)),
+            lender,
+        )
+        offers.append(
+            SellOffer(
+                f"so_{n}",
+                lender,
+                f"loan_{n}",
+                1,
+                "EUR",
+                rng.randint(500, 5_000) * 100,
+                RATES[rng.randrange(len(RATES))],
+                MARGINS[lender],
+                rng.random() < AON_SHARE,
+                traits,
+            )
+        )
+    return offers
+
+
+class BareMatcher:
+    """The floor: per-rate FIFO queues of buy offers and a SortedList of distinct rates; no criteria."""
+
+    def __init__(self) -> None:
+        self.rates = SortedList()
+        self.queues: dict[Decimal, deque[list[object]]] = {}
+        self.fills: list[tuple[str, str, int]] = []
+
+    def add_buy(self, offer: BuyOffer) -> None:
+        rate = offer.criteria.min_investor_rate
+        if rate not in self.queues:
+            self.queues[rate] = deque()
+            self.rates.add(rate)
+        self.queues[rate].append([offer.buy_offer_id, offer.amount, offer.min_ticket, offer.per_loan_cap])
+
+    def add_sell(self, offer: SellOffer) -> int:
+        left = offer.amount
+        fills = 0
+        top = self.rates.bisect_right(offer.lender_rate - offer.margin)
+        for index in range(top - 1, -1, -1):
+            queue = self.queues[self.rates[index]]
+            spent: list[list[object]] = []
+            for entry in queue:
+                buy_id, remaining, ticket, cap = entry
+                amount = min(remaining, cap, left)  # type: ignore[type-var]
+                amount -= amount % ticket  # type: ignore[operator]
+                if amount <= 0:
+                    continue
+                self.fills.append((offer.offer_id, buy_id, amount))  # type: ignore[arg-type]
+                entry[1] = remaining - amount  # type: ignore[operator]
+                if entry[1] < ticket:  # type: ignore[operator]
+                    spent.append(entry)
+                left -= amount
+                fills += 1
+                if left < 1_000:
+                    break
+            for entry in spent:
+                queue.remove(entry)
+            if left < 1_000:
+                break
+        return fills
+
+
+def run(loans: int, portfolios: int, seed: int) -> dict[str, object]:
+    rng = random.Random(seed)
+    strategies = catalogue(rng, 300)
+    per_portfolio = loans * 2_750_00 // portfolios  # demand ~ supply (mean loan 2,750 EUR)
+    buys = make_buys(rng, portfolios, strategies, per_portfolio)
+    early = loans // 5
+    chunk = 100_000
+
+    # the tranche matcher
+    matcher = Matcher()
+    fills = 0
+    busy = 0.0
+    funded = 0
+    phases: dict[str, dict[str, float]] = {}
+    wall = time.perf_counter()
+
+    def feed(start: int, count: int, name: str) -> None:
+        nonlocal fills, busy, funded
+        phase_fills, phase_busy = 0, 0.0
+        loan_rng = random.Random(seed * 7919 + start)
+        done = 0
+        while done < count:
+            batch = make_sells(loan_rng, start + done, min(chunk, count - done))
+            t0 = time.perf_counter()
+            for offer in batch:
+                for event in matcher.add_sell(offer):
+                    if type(event) is OfferMatched:
+                        phase_fills += len(event.bids)
+                        funded += 1
+                        matcher.confirm(offer.offer_id)
+            phase_busy += time.perf_counter() - t0
+            matcher.drain_changes()
+            done += len(batch)
+        fills += phase_fills
+        busy += phase_busy
+        phases[name] = {"fills": phase_fills, "seconds": round(phase_busy, 3)}
+
+    gc.disable()
+    feed(0, early, "loans before demand")
+    t0 = time.perf_counter()
+    buy_fills = 0
+    to_confirm: list[str] = []
+    for event in matcher.add_buys(buys):
+        if isinstance(event, OfferMatched):
+            buy_fills += len(event.bids)
+            to_confirm.append(event.sell_offer_id)
+    for offer_id in dict.fromkeys(to_confirm):
+        matcher.confirm(offer_id)
+    demand_busy = time.perf_counter() - t0
+    matcher.drain_changes()
+    fills += buy_fills
+    busy += demand_busy
+    phases["demand arrives"] = {"fills": buy_fills, "seconds": round(demand_busy, 3)}
+    feed(early, loans - early, "loans into resting demand")
+    clear = time.perf_counter() - wall
+    gc.enable()
+    unsold = len(matcher.open_sell_ids())
+    open_buys = len(matcher.open_buy_ids())
+    del matcher
+    gc.collect()
+
+    # the floor: the same loans and buy offers through the bare matcher, all demand first
+    bare = BareMatcher()
+    for offer in buys:
+        bare.add_buy(offer)
+    bare_fills, bare_busy = 0, 0.0
+    gc.disable()
+    for start, count in ((0, early), (early, loans - early)):
+        # regenerate exactly the stream the tranche matcher saw
+        loan_rng = random.Random(seed * 7919 + start)
+        produced = 0
+        while produced < count:
+            batch = make_sells(loan_rng, start + produced, min(chunk, count - produced))
+            t0 = time.perf_counter()
+            for offer in batch:
+                bare_fills += bare.add_sell(offer)
+            bare_busy += time.perf_counter() - t0
+            produced += len(batch)
+            bare.fills.clear()
+    gc.enable()
+
+    return {
+        "loans": loans,
+        "portfolios": portfolios,
+        "buy_offers": len(buys),
+        "strategies": len(strategies),
+        "fills": fills,
+        "matcher_seconds": round(busy, 3),
+        "fills_per_second": round(fills / busy) if busy else 0,
+        "loans_per_second": round(loans / busy) if busy else 0,
+        "time_to_clear_seconds": round(clear, 3),
+        "loans_funded": funded,
+        "loans_left_unsold": unsold,
+        "buy_offers_left_open": open_buys,
+        "phases": phases,
+        "floor": {
+            "name": "bare per-rate FIFO matcher (no criteria, no events)",
+            "fills": bare_fills,
+            "seconds": round(bare_busy, 3),
+            "fills_per_second": round(bare_fills / bare_busy) if bare_busy else 0,
+        },
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="100,000 loans vs 1,000 portfolios")
+    parser.add_argument("--seed", type=int, default=20260101)
+    args = parser.parse_args(argv)
+    loans, portfolios = (100_000, 1_000) if args.quick else (1_000_000, 10_000)
+    result = run(loans, portfolios, args.seed)
+    result["quick"] = args.quick
+    floor = result["floor"]
+    assert isinstance(floor, dict)
+    print(
+        f"loan offers            {result['loans']:>12,}   portfolios {result['portfolios']:,} "
+        f"({result['buy_offers']:,} buy offers, {result['strategies']} strategies)"
+    )
+    print(f"fills                  {result['fills']:>12,}   floor {floor['fills']:,}")
+    print(
+        f"fills/s                {result['fills_per_second']:>12,}   floor {floor['fills_per_second']:,}"
+        f"   (target >= 300,000)"
+    )
+    print(f"matcher time (s)       {result['matcher_seconds']:>12}   floor {floor['seconds']}")
+    print(f"time to clear (s)      {result['time_to_clear_seconds']:>12}   (wall, with offer generation)")
+    print(
+        f"loans funded           {result['loans_funded']:>12,}   unsold {result['loans_left_unsold']:,}, "
+        f"buy offers still open {result['buy_offers_left_open']:,}"
+    )
+    phases = result["phases"]
+    assert isinstance(phases, dict)
+    for name, figures in phases.items():
+        print(f"  {name:<26} fills {figures['fills']:>11,}  in {figures['seconds']} s")
+    out = Path(__file__).parent / "results" / "matching.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
