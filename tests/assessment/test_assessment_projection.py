@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import warnings
 from datetime import date
 from decimal import Decimal
@@ -221,3 +222,10 @@ def test_a_slice_mixing_long_and_short_terms_keeps_every_loan_in_its_place() -> 
         assert isinstance(result, Projection)
         assert result.periods_count == loan.term_months
         assert result.total_principal == loan.outstanding_principal
+
+
+@given(st.dates(date(1900, 1, 1), date(2200, 12, 31)), st.integers(0, 2400), st.integers(1, 31))
+def test_add_months_lands_on_the_day_or_the_months_last_day(start: date, months: int, day: int) -> None:
+    moved = add_months(start, months, day)
+    assert (moved.year - start.year) * 12 + moved.month - start.month == months
+    assert moved.day == min(day, calendar.monthrange(moved.year, moved.month)[1])

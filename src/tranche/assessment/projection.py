@@ -33,7 +33,6 @@ below a hundredth of a minor unit; larger ones are refused as a :class:`~tranche
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -41,6 +40,7 @@ from decimal import Decimal
 from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from tranche.assessment.errors import LoanError
 from tranche.intake.loan import ScheduleType
@@ -96,13 +96,21 @@ class CashflowTerms(Protocol):
 _KIND = {ScheduleType.ANNUITY: 0, ScheduleType.LINEAR: 1, ScheduleType.BULLET: 2}
 
 
+_MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
 def add_months(start: date, months: int, day: int | None = None) -> date:
     """``start`` moved by ``months`` calendar months, on ``day`` (default ``start.day``) or the month's last
     day if the month is shorter."""
     years, month0 = divmod(start.month - 1 + months, 12)
     year = start.year + years
-    last = calendar.monthrange(year, month0 + 1)[1]
-    return date(year, month0 + 1, min(day or start.day, last))
+    wanted = day or start.day
+    if wanted > 28:
+        last = _MONTH_DAYS[month0]
+        if month0 == 1 and (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)):
+            last = 29
+        wanted = min(wanted, last)
+    return date(year, month0 + 1, wanted)
 
 
 def remaining_term(loan: CashflowTerms) -> int:
@@ -218,7 +226,7 @@ def _why_not(loan: CashflowTerms) -> LoanError:
 
 
 _MAX_RATE_FLOAT = float(MAX_RATE)
-_BLOCK_MIN_LOANS = 64
+_PADDING_CELLS = 4096
 
 
 def project_many(loans: Sequence[CashflowTerms]) -> list[Projection | LoanError]:
@@ -259,21 +267,30 @@ def project_many(loans: Sequence[CashflowTerms]) -> list[Projection | LoanError]
         left = 1 if left < 1 else term if left > term else left
         work.append((kind, left, position, outstanding, rate))
     # Blocks of one schedule type and similar terms keep the padding (and the formulas computed) small.
+    # A block costs a fixed overhead (some twenty numpy calls) plus its cells, padding included: a loan
+    # joins the block while the padding stays under the overhead's worth of cells or a quarter of the block.
     work.sort()
     start = 0
     while start < len(work):
-        kind, first_term = work[start][0], work[start][1]
+        kind, cells = work[start][0], work[start][1]
         end = start + 1
         while end < len(work):
             next_kind, next_term = work[end][0], work[end][1]
-            if next_kind != kind or (end - start + 1) * next_term > BLOCK_CELLS:
-                break
-            if end - start >= _BLOCK_MIN_LOANS and next_term > first_term + (first_term >> 2) + 2:
+            width = (end - start + 1) * next_term
+            cells += next_term
+            if next_kind != kind or width > BLOCK_CELLS or width - cells > max(_PADDING_CELLS, cells >> 2):
                 break
             end += 1
         _project_block(loans, kind, work[start:end], results)
         start = end
     return [r for r in results if r is not None]
+
+
+def _per_period(cumulative: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """Amounts per period from running totals (periods by loans), turned to loans by periods."""
+    amounts = cumulative.astype(np.int64)
+    amounts[1:] -= amounts[:-1].copy()
+    return np.ascontiguousarray(amounts.T)
 
 
 def _project_block(
@@ -288,35 +305,37 @@ def _project_block(
     n = np.array(terms, dtype=np.int64)
     principal = np.array([w[3] for w in work], dtype=np.float64)
     monthly = np.array([w[4] for w in work], dtype=np.float64) / 12.0
-    rows = np.arange(count)
+    # One row per period, one column per loan: running sums and products go down the rows, so that
+    # numpy handles a whole row of loans per step.
+    columns = np.arange(count)
     last = n - 1
-    k = np.arange(1, width + 1, dtype=np.float64)  # period numbers, one column each
+    k = np.arange(1, width + 1, dtype=np.float64)[:, None]  # period numbers
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         # Fraction of the principal repaid after k periods.
         if kind == 0:
             # S_k = 1 + q + ... + q**(k-1): a sum of positive terms, so no cancellation at small rates.
-            powers = np.empty((count, width), dtype=np.float64)
-            powers[:, 0] = 1.0
-            powers[:, 1:] = (1.0 + monthly)[:, None]
-            np.cumprod(powers, axis=1, out=powers)
-            sums = np.cumsum(powers, axis=1, out=powers)
-            repaid = sums / sums[rows, last][:, None]
+            powers = np.empty((width, count), dtype=np.float64)
+            powers[0] = 1.0
+            powers[1:] = 1.0 + monthly
+            np.cumprod(powers, axis=0, out=powers)
+            sums = np.cumsum(powers, axis=0, out=powers)
+            repaid = sums / sums[last, columns]
         elif kind == 1:
-            repaid = k[None, :] / n[:, None]
+            repaid = k / n
         else:
-            repaid = (k[None, :] >= n[:, None]).astype(np.float64)
-        repaid[rows, last] = 1.0
-        cumulative_principal = np.rint(principal[:, None] * repaid)
+            repaid = (k >= n).astype(np.float64)
+        repaid[last, columns] = 1.0
+        cumulative_principal = np.rint(principal * repaid)
         # Principal still owed before each period, as a fraction: 1, 1 - f_1, ..., 1 - f_(k-1).
         owed = np.empty_like(repaid)
-        owed[:, 0] = 1.0
-        np.subtract(1.0, repaid[:, :-1], out=owed[:, 1:])
-        owed *= (monthly * principal)[:, None]
-        cumulative_interest = np.rint(np.cumsum(owed, axis=1, out=owed))
-    finite = np.isfinite(cumulative_interest[rows, last]).tolist()
-    valid = k[None, :] <= n[:, None]
-    principal_flat = np.diff(cumulative_principal, axis=1, prepend=0.0)[valid].astype(np.int64).tolist()
-    interest_flat = np.diff(cumulative_interest, axis=1, prepend=0.0)[valid].astype(np.int64).tolist()
+        owed[0] = 1.0
+        np.subtract(1.0, repaid[:-1], out=owed[1:])
+        owed *= monthly * principal
+        cumulative_interest = np.rint(np.cumsum(owed, axis=0, out=owed))
+    finite = np.isfinite(cumulative_interest[last, columns]).tolist()
+    valid = n[:, None] >= k.T  # loans by periods, the order of the flat lists below
+    principal_flat = _per_period(cumulative_principal)[valid].tolist()
+    interest_flat = _per_period(cumulative_interest)[valid].tolist()
     offset = 0
     for (_, term, position, _, _), ok in zip(work, finite, strict=True):
         loan = loans[position]

@@ -268,10 +268,16 @@ def _compile_condition(condition: Condition, where: str) -> Test:
     compare = _COMPARE[op]
     numeric = kind == "number"
 
+    if is_extra:
+
+        def test_extra(loan: Loan, projection: Projection | None, as_of: date) -> bool:
+            got = _coerce(get(loan, projection, as_of), numeric)
+            return got is not None and compare(got, wanted)
+
+        return test_extra
+
     def test(loan: Loan, projection: Projection | None, as_of: date) -> bool:
         got = get(loan, projection, as_of)
-        if is_extra:
-            got = _coerce(got, numeric)
         return got is not None and compare(got, wanted)
 
     return test
@@ -295,14 +301,34 @@ class CompiledRules:
     def group_of(self, loan: Loan, projection: Projection | None, as_of: date) -> str:
         """The risk group of ``loan``, judged on ``as_of`` (the day of assessment)."""
         for group, tests in self.tests:
-            if all(test(loan, projection, as_of) for test in tests):
+            for test in tests:
+                if not test(loan, projection, as_of):
+                    break
+            else:
                 return group
         return self.rules.default
 
 
+_compiled: dict[str, CompiledRules] = {}
+_COMPILED_KEPT = 256
+
+
 def compile_rules(rules: RiskRules) -> CompiledRules:
     """Check a rule set beyond its shape (known fields, operators that fit them, groups that exist) and
-    turn it into functions; raises :class:`InvalidRiskRulesError` naming the field."""
+    turn it into functions; raises :class:`InvalidRiskRulesError` naming the field.
+
+    Compiled sets are kept by content, so that assessing slice after slice does not compile them again."""
+    key = rules.to_json()
+    found = _compiled.get(key)
+    if found is None:
+        found = _compile(rules)
+        if len(_compiled) >= _COMPILED_KEPT:
+            _compiled.pop(next(iter(_compiled)))
+        _compiled[key] = found
+    return found
+
+
+def _compile(rules: RiskRules) -> CompiledRules:
     if len(set(rules.groups)) != len(rules.groups):
         raise InvalidRiskRulesError("groups: a group is listed twice", field="groups")
     if rules.default not in rules.groups:
