@@ -6,13 +6,19 @@ RabbitMQ from ``TRANCHE_BUS_URL``; everything else receives what it needs from h
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
+from tranche.bus import Bus, EventCodec, connect
+from tranche.bus.outbox import OutboxRelay, add_to_outbox
 from tranche.config import Settings
+from tranche.intake import events as intake_events
 from tranche.intake.archive import Archive, LocalArchive
 from tranche.intake.service import Intake
 from tranche.intake.stages import IntakeStages
@@ -33,8 +39,33 @@ class Container:
     intake: Intake
     pipelines: list[Pipeline]
     runner: PipelineRunner
+    bus: Bus
+    codec: EventCodec
+    subscribers: list[Callable[[Bus], Awaitable[None]]] = field(default_factory=list)
     extras: dict[str, object] = field(default_factory=dict)
     _workers_started: bool = False
+    _relay_task: asyncio.Task[None] | None = None
+    _relay_stop: asyncio.Event | None = None
+
+    def publish(self, conn: Connection, topic: str, event: object) -> None:
+        """Publish a domain event with the state change in ``conn``'s transaction (through the outbox)."""
+        add_to_outbox(conn, topic, event, codec=self.codec, now=self.clock.now())
+
+    async def start_messaging(self) -> None:
+        """Connect the bus, subscribe every context's handlers, and start relaying the outbox."""
+        await self.bus.start()
+        for subscribe in self.subscribers:
+            await subscribe(self.bus)
+        self._relay_stop = asyncio.Event()
+        relay = OutboxRelay(self.engine, self.bus, clock=self.clock)
+        self._relay_task = asyncio.create_task(relay.run(self._relay_stop), name="outbox-relay")
+
+    async def stop_messaging(self) -> None:
+        if self._relay_stop is not None and self._relay_task is not None:
+            self._relay_stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._relay_task
+        await self.bus.close()
 
     def start_workers(self) -> None:
         """Run the pipeline stages on background threads of this process."""
@@ -61,7 +92,17 @@ def bootstrap(
     if migrate:
         upgrade(engine)
     archive = LocalArchive(settings.archive_dir)
-    intake_stages = IntakeStages(engine, archive, clock, slice_size=settings.slice_size)
+    codec = EventCodec(
+        intake_events.LoansListed,
+        intake_events.LoansChanged,
+        intake_events.LoansLeftActive,
+        intake_events.LoansRejected,
+    )
+
+    def publish(conn: Connection, topic: str, event: object) -> None:
+        add_to_outbox(conn, topic, event, codec=codec, now=clock.now())
+
+    intake_stages = IntakeStages(engine, archive, clock, slice_size=settings.slice_size, publish=publish)
     pipelines = [intake_stages.pipeline()]
     runner = PipelineRunner(
         engine, pipelines, clock=clock, overrides=overrides_from_env(os.environ), partitions=settings.lenders
@@ -74,6 +115,8 @@ def bootstrap(
         intake=Intake(engine, archive, clock),
         pipelines=pipelines,
         runner=runner,
+        bus=connect(settings.bus_url),
+        codec=codec,
     )
     container.extras["pipeline_runner"] = runner
     return container

@@ -68,20 +68,30 @@ def serve(host: str, port: int, workers: bool) -> None:
 
 @main.command()
 def worker() -> None:
-    """Run only the pipeline stages (no API): one of several worker processes, partitioned by TRANCHE_LENDERS."""
+    """Run only the pipeline stages and event handlers (no API): one of several worker processes, partitioned
+    by TRANCHE_LENDERS."""
+    import asyncio
     import signal
-    import threading
 
     from tranche.bootstrap import bootstrap
 
     container = bootstrap()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    container.start_workers()
-    click.echo("worker running; SIGTERM to stop")
-    stop.wait()
-    container.close()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        await container.start_messaging()
+        container.start_workers()
+        click.echo("worker running; SIGTERM to stop")
+        await stop.wait()
+        await container.stop_messaging()
+
+    try:
+        asyncio.run(run())
+    finally:
+        container.close()
 
 
 def _content_type(path: Path, fmt: str | None) -> str:

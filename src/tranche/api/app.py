@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI, Request
@@ -20,7 +22,16 @@ def container_of(request: Request) -> Container:
 
 
 def create_app(container: Container) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await container.start_messaging()
+        try:
+            yield
+        finally:
+            await container.stop_messaging()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="tranche",
         version=__version__,
         description="Marketplace engine where loan originators sell fractions of their loans to investors.",
