@@ -7,7 +7,8 @@ The market: 20 lenders in 8 countries; loans of 500-5,000 EUR (one in ten all-or
 credit score, income, risk group A-E, term and a rate of 5-20 %; each lender's margin is 1-2 %.
 Portfolios have one to three buckets whose criteria are drawn from a catalogue of 300 strategies (investors
 pick among presets: country sets, age/score/income/term bands, risk groups, lender lists, a minimum rate),
-a minimum ticket of 10-50 EUR and a per-loan cap of 100-500 EUR. Demand roughly equals supply.
+a minimum ticket of 10, 20 or 50 EUR and a per-loan cap of 3-15 tickets. Demand roughly equals supply.
+Amounts are whole multiples of the market's 10 EUR unit, so no loan is left with dust no ticket can buy.
 
 The run has three phases, as a market would: 20 % of the loans are offered before any demand (they rest),
 then every bucket places its buy offer (which buys resting loans and sweeps the all-or-nothing ones), then
@@ -76,8 +77,8 @@ def make_buys(
 ) -> list[BuyOffer]:
     offers: list[BuyOffer] = []
     for p in range(portfolios):
-        ticket = rng.choice([1_000, 2_500, 5_000])
-        cap = ticket * rng.randint(4, 10)
+        ticket = rng.choice([1_000, 2_000, 5_000])
+        cap = ticket * rng.randint(3, 15)
         buckets = rng.randint(1, 3)
         total = per_portfolio * rng.randint(50, 150) // 100
         for b in range(buckets):
@@ -120,7 +121,7 @@ def make_sells(rng: random.Random, start: int, count: int) -> list[SellOffer]:
                 f"loan_{n}",
                 1,
                 "EUR",
-                rng.randint(500, 5_000) * 100,
+                rng.randint(50, 500) * 1_000,
                 RATES[rng.randrange(len(RATES))],
                 MARGINS[lender],
                 rng.random() < AON_SHARE,
@@ -231,7 +232,7 @@ def run(loans: int, portfolios: int, seed: int) -> dict[str, object]:
     gc.enable()
     unsold = len(matcher.open_sell_ids())
     open_buys = len(matcher.open_buy_ids())
-    del matcher
+    matcher = Matcher()  # let the books go before the floor runs
     gc.collect()
 
     # the floor: the same loans and buy offers through the bare matcher, all demand first

@@ -131,12 +131,13 @@ class Changes:
 class _Demand:
     """All live buy offers with equal criteria, FIFO by arrival."""
 
-    __slots__ = ("criteria", "min_rate", "order", "queue")
+    __slots__ = ("bit", "criteria", "min_rate", "order", "queue")
 
     def __init__(self, criteria: Criteria, order: int) -> None:
         self.criteria = criteria
         self.min_rate = criteria.min_investor_rate
-        self.order = order  # its bit in the market's masks
+        self.order = order
+        self.bit = order  # its position in the market's masks
         self.queue: dict[str, _Buy] = {}
 
     def capacity(self) -> int:
@@ -155,7 +156,7 @@ class _Buy:
         self.ticket = offer.min_ticket
         self.cap = offer.per_loan_cap
         self.portfolio = offer.portfolio_id
-        self.placed: dict[str, _Bid] = {}
+        self.placed: dict[str, _Sell] = {}  # unconfirmed bids: bid id -> the loan's offer
 
     def takeable(self) -> int:
         amount = min(self.remaining, self.cap)
@@ -184,21 +185,11 @@ class _Sell:
         self.investor_rate = offer.lender_rate - offer.margin
         self.remaining = offer.amount
         self.confirmed = 0
-        self.placed: dict[str, _Bid] = {}
+        self.placed: dict[str, tuple[Bid, _Buy]] = {}  # unconfirmed bids
         self.by_portfolio: dict[str, int] = {}
         self.bid_count = 0
         self.match_count = 0
         self.resting = False
-
-
-class _Bid:
-    __slots__ = ("bid", "buy", "match_id", "sell")
-
-    def __init__(self, bid: Bid, sell: _Sell, buy: _Buy, match_id: str) -> None:
-        self.bid = bid
-        self.sell = sell
-        self.buy = buy
-        self.match_id = match_id
 
 
 def _in_range(value: int, low: int | None, high: int | None) -> bool:
@@ -250,9 +241,13 @@ class _Market:
         found = self.demand.get(criteria)
         if found is not None:
             return found
-        created = _Demand(criteria, len(self.by_bit))
+        created = _Demand(criteria, len(self.demand))
         self.demand[criteria] = created
+        # bits are ranked most demanding first, so a mask lists its queues in serving order
         self.by_bit.append(created)
+        self.by_bit.sort(key=_queue_order)
+        for bit, demand in enumerate(self.by_bit):
+            demand.bit = bit
         for cuts, points in zip(self.cuts, criteria.boundaries(), strict=True):
             for point in points:
                 index = bisect_right(cuts, point)
@@ -297,7 +292,6 @@ class _Market:
                 low = rest & -rest
                 queues.append(self.by_bit[low.bit_length() - 1])
                 rest ^= low
-            queues.sort(key=_queue_order)
             self.by_mask[mask] = queues
         return queues
 
@@ -305,7 +299,7 @@ class _Market:
         mask = 0
         for demand in self.by_bit:
             if _DIMENSIONS[dimension](demand.criteria, t):
-                mask |= 1 << demand.order
+                mask |= 1 << demand.bit
         return mask
 
     def enqueue(self, buy: _Buy) -> None:
@@ -448,15 +442,15 @@ class Matcher:
         del self._buys[buy_offer_id]
         events: list[Event] = []
         sells: dict[str, _Sell] = {}
-        for bid in list(buy.placed.values()):
-            sells[bid.sell.offer.offer_id] = bid.sell
+        for sell in buy.placed.values():
+            sells[sell.offer.offer_id] = sell
         freed: dict[str, _Buy] = {}
         for sell in sorted(sells.values(), key=_sell_seq):
             # an all-or-nothing loan loses its full subscription with any one bid: all of them go
             bids = (
                 list(sell.placed.values())
                 if sell.offer.all_or_nothing
-                else [b for b in sell.placed.values() if b.buy is buy]
+                else [p for p in sell.placed.values() if p[1] is buy]
             )
             for other in self._roll_back(market, sell, bids, reason, events):
                 freed[other.offer.buy_offer_id] = other
@@ -482,15 +476,18 @@ class Matcher:
         if not sell.placed:
             return []
         bid_ids = tuple(sell.placed)
-        for bid in sell.placed.values():
-            sell.confirmed += bid.bid.amount
-            del bid.buy.placed[bid.bid.bid_id]
-        buys = {b.buy.offer.buy_offer_id: b.buy for b in sell.placed.values()}
+        buys: dict[str, _Buy] = {}
+        for bid, buy in sell.placed.values():
+            sell.confirmed += bid.amount
+            del buy.placed[bid.bid_id]
+            buys[bid.buy_offer_id] = buy
         sell.placed.clear()
         offer = sell.offer
-        self._maybe_finish_sell(sell)
+        if sell.remaining <= 0:
+            self._maybe_finish_sell(sell)
         for buy in buys.values():
-            self._maybe_finish_buy(buy)
+            if buy.remaining < buy.ticket and not buy.placed:
+                self._maybe_finish_buy(buy)
         return [LoanFunded(offer.lender_id, offer.loan_id, offer.loan_version, offer.currency, bid_ids)]
 
     def drain_changes(self) -> Changes:
@@ -590,9 +587,8 @@ class Matcher:
                 continue
             if owner is None:
                 raise UnknownOfferError(f"bid {bid.bid_id} names no open buy offer", record=bid.bid_id)
-            placed = _Bid(bid, seller, owner, record.match_id)
-            seller.placed[bid.bid_id] = placed
-            owner.placed[bid.bid_id] = placed
+            seller.placed[bid.bid_id] = (bid, owner)
+            owner.placed[bid.bid_id] = seller
         for offer_id, ids in matches.items():
             matcher._sells[offer_id].match_count = len(ids)
         for buy in sorted(matcher._buys.values(), key=_buy_seq):
@@ -720,9 +716,8 @@ class Matcher:
                 margin,
             )
             bids.append(bid)
-            record = _Bid(bid, sell, buy, match_id)
-            placed[bid.bid_id] = record
-            buy.placed[bid.bid_id] = record
+            placed[bid.bid_id] = (bid, buy)
+            buy.placed[bid.bid_id] = sell
             by_portfolio[buy.portfolio] = by_portfolio.get(buy.portfolio, 0) + amount
             left = buy.remaining - amount
             buy.remaining = left
@@ -744,10 +739,105 @@ class Matcher:
         )
 
     def _sell_to_demand(self, market: _Market, sell: _Sell, events: list[Event]) -> None:
-        fills = self._allocate(market, sell, market.queues_for(sell.traits))
-        if sell.offer.all_or_nothing and sum(amount for _, amount in fills) != sell.remaining:
+        if not sell.offer.all_or_nothing:
+            self._sell_partial(market, sell, market.queues_for(sell.traits), None, events)
             return
-        self._apply(market, sell, fills, events)
+        fills = self._allocate(market, sell, market.queues_for(sell.traits))
+        if sum(amount for _, amount in fills) == sell.remaining:
+            self._apply(market, sell, fills, events)
+
+    def _sell_partial(
+        self,
+        market: _Market,
+        sell: _Sell,
+        queues: list[_Demand],
+        only: dict[_Demand, list[_Buy]] | None,
+        events: list[Event],
+    ) -> None:
+        """Sell a partial-funding loan as far as demand goes: :meth:`_allocate` and :meth:`_apply` in one
+        pass, because this is the path almost every fill takes."""
+        left = sell.remaining
+        floor = market.smallest_ticket or 1
+        if left < floor:
+            return
+        offer = sell.offer
+        rate = sell.investor_rate
+        lender_rate = offer.lender_rate
+        margin = offer.margin
+        taken = sell.by_portfolio
+        placed = sell.placed
+        prefix = offer.offer_id + "#"
+        count = sell.bid_count
+        bids: list[Bid] = []
+        for demand in queues:
+            if demand.min_rate > rate:
+                continue
+            queue = demand.queue
+            if not queue:
+                continue
+            if only is None:
+                buys: Iterable[_Buy] = queue.values()
+            else:
+                chosen = only.get(demand)
+                if chosen is None:
+                    continue
+                buys = chosen
+            spent: list[_Buy] = []
+            for buy in buys:
+                amount = buy.remaining
+                if amount > left:
+                    amount = left
+                portfolio = buy.portfolio
+                room = buy.cap - taken.get(portfolio, 0)
+                if amount > room:
+                    amount = room
+                ticket = buy.ticket
+                amount -= amount % ticket
+                if amount <= 0:
+                    continue
+                count += 1
+                b = buy.offer
+                bid = Bid(
+                    prefix + str(count),
+                    b.buy_offer_id,
+                    portfolio,
+                    b.investor_id,
+                    amount,
+                    rate,
+                    lender_rate,
+                    margin,
+                )
+                bids.append(bid)
+                placed[bid.bid_id] = (bid, buy)
+                buy.placed[bid.bid_id] = sell
+                taken[portfolio] = taken.get(portfolio, 0) + amount
+                buy.remaining -= amount
+                if buy.remaining < ticket:
+                    spent.append(buy)
+                left -= amount
+                if left < floor:
+                    break
+            for buy in spent:
+                queue.pop(buy.offer.buy_offer_id, None)
+            if left < floor:
+                break
+        if not bids:
+            return
+        sell.bid_count = count
+        sell.remaining = left
+        sell.match_count += 1
+        events.append(
+            OfferMatched(
+                f"{offer.offer_id}@{sell.match_count}",
+                offer.lender_id,
+                offer.loan_id,
+                offer.loan_version,
+                offer.currency,
+                False,
+                tuple(bids),
+                offer.offer_id,
+            )
+        )
 
     def _offer_resting(self, market: _Market, arriving: list[_Buy], events: list[Event]) -> None:
         """Offer the resting loans to arriving demand: all-or-nothing loans by sellability, then the others
@@ -762,12 +852,9 @@ class Matcher:
             self._retry_all_or_nothing(market, only, events)
         sold_out: list[_Sell] = []
         for sell in market.resting.values():
-            queues = market.queues_for(sell.traits)
-            fills = self._allocate(market, sell, queues, only)
-            if fills:
-                self._apply(market, sell, fills, events)
-                if sell.remaining <= 0:
-                    sold_out.append(sell)
+            self._sell_partial(market, sell, market.queues_for(sell.traits), only, events)
+            if sell.remaining <= 0:
+                sold_out.append(sell)
         for sell in sold_out:
             market.unrest(sell)
             self._maybe_finish_sell(sell)
@@ -798,16 +885,14 @@ class Matcher:
                 market.unrest(sell)
 
     def _roll_back(
-        self, market: _Market, sell: _Sell, bids: list[_Bid], reason: str, events: list[Event]
+        self, market: _Market, sell: _Sell, bids: list[tuple[Bid, _Buy]], reason: str, events: list[Event]
     ) -> list[_Buy]:
         """Undo unconfirmed bids on one loan; returns the buy offers that got demand back."""
         if not bids:
             return []
         freed: list[_Buy] = []
-        for placed in bids:
-            bid = placed.bid
+        for bid, buy in bids:
             del sell.placed[bid.bid_id]
-            buy = placed.buy
             del buy.placed[bid.bid_id]
             sell.remaining += bid.amount
             left = sell.by_portfolio[bid.portfolio_id] - bid.amount
@@ -825,7 +910,7 @@ class Matcher:
                 buy.remaining += bid.amount
         offer = sell.offer
         events.append(
-            BidsRolledBack(offer.lender_id, offer.loan_id, reason, tuple(b.bid.bid_id for b in bids))
+            BidsRolledBack(offer.lender_id, offer.loan_id, reason, tuple(bid.bid_id for bid, _ in bids))
         )
         return freed
 
