@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, select
+from sqlalchemy import Connection, Engine, and_, func, or_, select
 
 from tranche.pipeline import store
 from tranche.pipeline.breaker import CircuitBreaker
@@ -246,8 +246,7 @@ class PipelineRunner:
     # -- the work --------------------------------------------------------------------------------------
 
     def _claim_and_process(self, rt: _StageRuntime) -> int:
-        stage = rt.stage
-        wanted = stage.claim_batch
+        wanted = rt.stage.claim_batch
         probing = False
         if rt.breaker is not None:
             wanted = rt.breaker.permit(self.clock.now(), wanted)
@@ -256,46 +255,45 @@ class PipelineRunner:
             probing = rt.breaker.state != "closed"
         with self._in_flight_lock:
             self._in_flight += 1
+        leases: list[store.Lease] = []
         try:
-            try:
-                with self.engine.begin() as conn:
-                    leases = store.claim(
-                        conn,
-                        rt.pipeline,
-                        stage,
-                        owner=self.owner,
-                        now=self.clock.now(),
-                        limit=wanted,
-                        partitions=self.partitions,
-                    )
-            except BaseException:
-                if probing and rt.breaker is not None:
-                    rt.breaker.cancel_probe()
-                raise
-            if not leases:
-                if probing and rt.breaker is not None:
-                    rt.breaker.cancel_probe()
-                return 0
-            for lease in leases:
-                if rt.breaker is not None and not rt.breaker.allows_more():
-                    self._finish(rt, lease, "released", self._release, "circuit open: handed back")
-                    continue
-                self._process(rt, lease)
-            return len(leases)
+            # One connection for the claim and the batch's transitions: a checkout per transaction costs a
+            # pool round trip (and a ping on PostgreSQL). No transaction is open while ``work`` runs.
+            with self.engine.connect() as conn:
+                try:
+                    with conn.begin():
+                        leases = store.claim(
+                            conn,
+                            rt.pipeline,
+                            rt.stage,
+                            owner=self.owner,
+                            now=self.clock.now(),
+                            limit=wanted,
+                            partitions=self.partitions,
+                        )
+                finally:
+                    if probing and not leases and rt.breaker is not None:
+                        rt.breaker.cancel_probe()  # nothing to probe with
+                for lease in leases:
+                    if rt.breaker is not None and not rt.breaker.allows_more():
+                        self._finish(rt, conn, lease, "released", self._release, "circuit open: handed back")
+                        continue
+                    self._process(rt, conn, lease)
+                return len(leases)
         finally:
             with self._in_flight_lock:
                 self._in_flight -= 1
 
-    def _process(self, rt: _StageRuntime, lease: store.Lease) -> Outcome:
+    def _process(self, rt: _StageRuntime, conn: Connection, lease: store.Lease) -> Outcome:
         stage = rt.stage
         item = lease.item
         if item.attempt > stage.retry.max_attempts:
             # Only lease expiries get here: the item keeps killing or outliving its workers.
             error = f"lease lost {item.attempt - 1} times (max_attempts {stage.retry.max_attempts})"
-            return self._finish(rt, lease, "parked", self._park, error)
+            return self._finish(rt, conn, lease, "parked", self._park, error)
         try:
             result = stage.work(item) if stage.work is not None else None
-            with self.engine.begin() as conn:
+            with conn.begin():
                 nxt = stage.commit(conn, item, result)
                 if not store.complete(conn, rt.pipeline, lease, nxt, self.clock.now()):
                     raise _LeaseLost
@@ -304,21 +302,21 @@ class PipelineRunner:
         except TerminalError as exc:
             if rt.breaker is not None:
                 rt.breaker.success()  # the dependency answered, if only to say no
-            return self._finish(rt, lease, "failed", self._fail, exc.message)
+            return self._finish(rt, conn, lease, "failed", self._fail, exc.message)
         except RetryableError as exc:
             if rt.breaker is not None:
                 if exc.dependency_down:
                     rt.breaker.failure(self.clock.now())
                 else:
                     rt.breaker.cancel_probe()
-            return self._retry(rt, lease, exc.message, exc.retry_after)
+            return self._retry(rt, conn, lease, exc.message, exc.retry_after)
         except Exception as exc:
             # A bug must not lose work: retry like a transient failure, keep where it happened.
             if rt.breaker is not None:
                 rt.breaker.cancel_probe()
             summary = "".join(traceback.format_exception(exc, limit=-3)).strip()
             log.warning("stage %s item %s raised %s", stage.name, item.id, type(exc).__name__)
-            return self._retry(rt, lease, f"{type(exc).__name__}: {exc}\n{summary}", None)
+            return self._retry(rt, conn, lease, f"{type(exc).__name__}: {exc}\n{summary}", None)
         if rt.breaker is not None:
             rt.breaker.success()
         self._count()
@@ -336,11 +334,14 @@ class PipelineRunner:
                 if rt_other.pipeline is rt.pipeline and rt_other.stage.ordered:
                     rt_other.wake.set()
 
-    def _retry(self, rt: _StageRuntime, lease: store.Lease, error: str, retry_after: float | None) -> Outcome:
+    def _retry(
+        self, rt: _StageRuntime, conn: Connection, lease: store.Lease, error: str, retry_after: float | None
+    ) -> Outcome:
         policy = rt.stage.retry
         if lease.item.attempt >= policy.max_attempts:
             return self._finish(
                 rt,
+                conn,
                 lease,
                 "parked",
                 self._park,
@@ -349,11 +350,11 @@ class PipelineRunner:
         with self._rng_lock:
             delay = policy.delay(lease.item.attempt, retry_after, self._rng)
 
-        def schedule(conn: Any, lease: store.Lease, error: str, now: datetime) -> bool:
+        def schedule(tx: Connection, lease: store.Lease, error: str, now: datetime) -> bool:
             run_at = now + timedelta(seconds=delay)
-            return store.schedule_retry(conn, lease, error=error, run_at=run_at, now=now)
+            return store.schedule_retry(tx, lease, error=error, run_at=run_at, now=now)
 
-        return self._finish(rt, lease, "retry_scheduled", schedule, error)
+        return self._finish(rt, conn, lease, "retry_scheduled", schedule, error)
 
     @staticmethod
     def _park(conn: Any, lease: store.Lease, error: str, now: datetime) -> bool:
@@ -370,12 +371,13 @@ class PipelineRunner:
     def _finish(
         self,
         rt: _StageRuntime,
+        conn: Connection,
         lease: store.Lease,
         result: str,
         transition: Callable[[Any, store.Lease, str, datetime], bool],
         error: str,
     ) -> Outcome:
-        with self.engine.begin() as conn:
+        with conn.begin():
             ok = transition(conn, lease, error, self.clock.now())
         if not ok:
             return self._lost(lease)

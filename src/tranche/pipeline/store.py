@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, exists, insert, select, update
+from sqlalchemy import Connection, bindparam, exists, insert, select, update
 
 from tranche.pipeline.errors import PipelineDeclarationError
 from tranche.pipeline.model import (
@@ -80,7 +80,7 @@ class Lease:
 def trace(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Append trace rows (``item_id, at, stage, event, attempt, detail``); the trace is never updated."""
     if rows:
-        conn.execute(insert(_trace), [dict(row, detail=_clip(row.get("detail"))) for row in rows])
+        conn.execute(_INSERT_TRACE, [dict(row, detail=_clip(row.get("detail"))) for row in rows])
 
 
 def _trace_row(
@@ -127,7 +127,7 @@ def insert_items(conn: Connection, pipeline: str, items: Iterable[NewItem], now:
         detail = f"child of {item.parent_id}" if item.parent_id else None
         traces.append(_trace_row(item_id, now, item.stage, ENQUEUED, 0, detail))
     if rows:
-        conn.execute(insert(_items), rows)
+        conn.execute(_INSERT_ITEMS, rows)
         trace(conn, traces)
     return [row["id"] for row in rows]
 
@@ -141,9 +141,32 @@ def enqueue(conn: Connection, pipeline: str, item: NewItem, *, now: datetime | N
     return insert_items(conn, pipeline, [item], now or datetime.now(UTC))[0]
 
 
-def _claim_select(
-    pipeline: Pipeline, stage: Stage, partitions: frozenset[str], limit: int, *, fresh: bool, now: datetime
-) -> Any:
+# Statements are built once and reused: building and hashing a statement costs more than running it.
+_INSERT_ITEMS = insert(_items)
+_INSERT_TRACE = insert(_trace)
+_FENCE = (
+    _items.c.id == bindparam("_id"),
+    _items.c.status == LEASED,
+    _items.c.lease_token == bindparam("_token"),
+)
+# The SET clause comes from the parameters' keys.
+_FENCED = update(_items).where(*_FENCE)
+_FENCED_RELEASE = update(_items).where(*_FENCE).values(attempts=_items.c.attempts - 1)
+_LEASE = (
+    update(_items)
+    .where(_items.c.id.in_(bindparam("_ids", expanding=True)))
+    .values(attempts=_items.c.attempts + 1)
+)
+_claim_statements: dict[tuple[Any, ...], Any] = {}
+
+
+def _claim_select(pipeline: Pipeline, stage: Stage, partitions: frozenset[str], *, fresh: bool) -> Any:
+    """The select of claimable rows (parameters ``_now`` and ``_limit``), built once per stage and kind."""
+    ordered_over = pipeline.up_to(stage.name) if stage.ordered else None
+    key = (pipeline.name, stage.name, partitions, fresh, ordered_over)
+    statement = _claim_statements.get(key)
+    if statement is not None:
+        return statement
     t = _items
     query = select(
         t.c.id,
@@ -160,10 +183,10 @@ def _claim_select(
         query = query.where(t.c.status == READY)
     else:
         # Due retries, and leases whose holder let them expire (a worker killed mid-item).
-        query = query.where(t.c.status.in_((RETRY_WAIT, LEASED)), t.c.next_run_at <= now)
+        query = query.where(t.c.status.in_((RETRY_WAIT, LEASED)), t.c.next_run_at <= bindparam("_now"))
     if partitions:
         query = query.where(t.c.partition.in_(sorted(partitions)))
-    if stage.ordered:
+    if ordered_over is not None:
         earlier = _items.alias("earlier")
         query = query.where(
             ~exists().where(
@@ -171,10 +194,14 @@ def _claim_select(
                 earlier.c.partition == t.c.partition,
                 earlier.c.status.in_(UNFINISHED),
                 earlier.c.sequence < t.c.sequence,
-                earlier.c.stage.in_(pipeline.up_to(stage.name)),
+                earlier.c.stage.in_(ordered_over),
             )
         )
-    return query.order_by(t.c.next_run_at, t.c.id).limit(limit).with_for_update(skip_locked=True, of=t)
+    statement = (
+        query.order_by(t.c.next_run_at).limit(bindparam("_limit")).with_for_update(skip_locked=True, of=t)
+    )
+    _claim_statements[key] = statement
+    return statement
 
 
 def claim(
@@ -192,27 +219,30 @@ def claim(
     Each claim counts as an attempt and gets a fresh fencing token.
     """
     now = _utc(now)
-    rows = list(conn.execute(_claim_select(pipeline, stage, partitions, limit, fresh=False, now=now)))
+    rows = list(
+        conn.execute(_claim_select(pipeline, stage, partitions, fresh=False), {"_now": now, "_limit": limit})
+    )
     if len(rows) < limit:
         rows += list(
-            conn.execute(_claim_select(pipeline, stage, partitions, limit - len(rows), fresh=True, now=now))
+            conn.execute(
+                _claim_select(pipeline, stage, partitions, fresh=True), {"_limit": limit - len(rows)}
+            )
         )
     if not rows:
         return []
     token = os.urandom(12).hex()
     expires = now + timedelta(seconds=stage.lease_seconds)
     conn.execute(
-        update(_items)
-        .where(_items.c.id.in_([row.id for row in rows]))
-        .values(
-            status=LEASED,
-            lease_owner=owner,
-            lease_token=token,
-            lease_expires_at=expires,
-            next_run_at=expires,
-            attempts=_items.c.attempts + 1,
-            updated_at=now,
-        )
+        _LEASE,
+        {
+            "_ids": [row.id for row in rows],
+            "status": LEASED,
+            "lease_owner": owner,
+            "lease_token": token,
+            "lease_expires_at": expires,
+            "next_run_at": expires,
+            "updated_at": now,
+        },
     )
     leases = []
     traces = []
@@ -241,16 +271,16 @@ def claim(
     return leases
 
 
-def _fenced(conn: Connection, lease: Lease, values: dict[str, Any]) -> bool:
-    result = conn.execute(
-        update(_items)
-        .where(
-            _items.c.id == lease.item.id,
-            _items.c.status == LEASED,
-            _items.c.lease_token == lease.token,
-        )
-        .values(lease_owner=None, lease_token=None, lease_expires_at=None, **values)
-    )
+def _fenced(conn: Connection, lease: Lease, values: dict[str, Any], *, release: bool = False) -> bool:
+    params = {
+        "_id": lease.item.id,
+        "_token": lease.token,
+        "lease_owner": None,
+        "lease_token": None,
+        "lease_expires_at": None,
+        **values,
+    }
+    result = conn.execute(_FENCED_RELEASE if release else _FENCED, params)
     return result.rowcount == 1
 
 
@@ -353,7 +383,8 @@ def release(conn: Connection, lease: Lease, *, reason: str, now: datetime) -> bo
     ok = _fenced(
         conn,
         lease,
-        {"status": READY, "attempts": _items.c.attempts - 1, "next_run_at": now, "updated_at": now},
+        {"status": READY, "next_run_at": now, "updated_at": now},
+        release=True,
     )
     if ok:
         trace(
