@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from assessment_loans import make_loan
@@ -147,3 +147,15 @@ def test_an_unprojectable_loan_is_reported_and_not_assessed() -> None:
     assert [a.loan_id for a in assessments] == ["L1"]
     assert [(e.loan_id, e.field) for e in errors] == [("BAD", "interest_rate")]
     assert all(isinstance(e, LoanError) for e in errors)
+
+
+def test_an_assessment_time_in_another_zone_reads_back_as_the_same_instant(engine: Engine) -> None:
+    helsinki = timezone(timedelta(hours=2))
+    at = datetime(2026, 2, 1, 11, 30, 15, 123456, tzinfo=helsinki)
+    slice_ = [(make_loan("L1"), 1)]
+    assessments, _ = assess_slice(slice_, project_many([make_loan("L1")]), {}, at.date(), at)
+    with engine.begin() as conn:
+        write_assessments(conn, assessments)
+        record = latest_assessments(conn, [("lender-1", "L1")])["lender-1", "L1"]
+    assert record.assessed_at == at
+    assert record.assessed_at.utcoffset() == timedelta(0)

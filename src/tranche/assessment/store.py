@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from tranche.assessment.domain import Assessment, RiskRuleVersion
@@ -121,7 +120,48 @@ def risk_rules_history(conn: Connection, lender_id: str) -> list[RiskRuleVersion
     return [_rule_version(row) for row in rows]
 
 
-def _row(assessment: Assessment) -> dict[str, Any]:
+_COLUMNS = (
+    "lender_id",
+    "loan_id",
+    "loan_version",
+    "rule_version",
+    "risk_group",
+    "currency",
+    "schedule_type",
+    "periods",
+    "total_principal",
+    "total_interest",
+    "next_payment_amount",
+    "next_payment_date",
+    "maturity_date",
+    "schedule",
+    "assessed_at",
+)
+_UNIQUE = "lender_id, loan_id, loan_version, rule_version"
+
+
+def _insert_sql(placeholder: str) -> str:
+    return (
+        f"INSERT INTO {loan_assessments.name} ({', '.join(_COLUMNS)}) "
+        f"VALUES ({', '.join([placeholder] * len(_COLUMNS))}) ON CONFLICT ({_UNIQUE}) DO NOTHING"
+    )
+
+
+_INSERT = {"sqlite": _insert_sql("?"), "postgresql": _insert_sql("%s")}
+
+
+def _sqlite_date(value: date | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _sqlite_datetime(value: datetime) -> str:
+    # SQLAlchemy's own SQLite storage format, so that Core reads the rows back as it wrote them.
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _row(assessment: Assessment, sqlite: bool) -> tuple[Any, ...]:
     schedule = (
         json.dumps(
             {"principal": assessment.principal, "interest": assessment.interest}, separators=(",", ":")
@@ -129,44 +169,42 @@ def _row(assessment: Assessment) -> dict[str, Any]:
         if assessment.has_schedule
         else None
     )
-    return {
-        "lender_id": assessment.lender_id,
-        "loan_id": assessment.loan_id,
-        "loan_version": assessment.loan_version,
-        "rule_version": assessment.rule_version,
-        "risk_group": assessment.risk_group,
-        "currency": assessment.currency,
-        "schedule_type": assessment.schedule_type.value,
-        "periods": assessment.periods,
-        "total_principal": assessment.total_principal,
-        "total_interest": assessment.total_interest,
-        "next_payment_amount": assessment.next_payment_amount,
-        "next_payment_date": assessment.next_payment_date,
-        "maturity_date": assessment.maturity_date,
-        "schedule": schedule,
-        "assessed_at": assessment.assessed_at,
-    }
+    next_date, maturity, at = assessment.next_payment_date, assessment.maturity_date, assessment.assessed_at
+    return (
+        assessment.lender_id,
+        assessment.loan_id,
+        assessment.loan_version,
+        assessment.rule_version,
+        assessment.risk_group,
+        assessment.currency,
+        assessment.schedule_type.value,
+        assessment.periods,
+        assessment.total_principal,
+        assessment.total_interest,
+        assessment.next_payment_amount,
+        _sqlite_date(next_date) if sqlite else next_date,
+        _sqlite_date(maturity) if sqlite else maturity,
+        schedule,
+        _sqlite_datetime(at) if sqlite else at,
+    )
 
 
 def write_assessments(conn: Connection, assessments: Sequence[Assessment]) -> None:
     """Append assessments in the caller's transaction, in one statement.
 
     Idempotent: an assessment of a loan version under a rule version that is already stored is skipped,
-    so a slice redone after a crash never doubles a loan's assessment.
+    so a slice redone after a crash never doubles a loan's assessment. The rows go straight to the driver:
+    this runs for every loan of every tape, and SQLAlchemy's per-row parameter processing would cost more
+    than the database's insert.
     """
     if not assessments:
         return
     dialect = conn.dialect.name
-    if dialect == "postgresql":
-        statement: Any = postgresql.insert(loan_assessments)
-    elif dialect == "sqlite":
-        statement = sqlite.insert(loan_assessments)
-    else:  # pragma: no cover - tranche runs on these two only
+    statement = _INSERT.get(dialect)
+    if statement is None:  # pragma: no cover - tranche runs on these two only
         raise NotImplementedError(f"no idempotent insert for {dialect}")
-    statement = statement.on_conflict_do_nothing(
-        index_elements=["lender_id", "loan_id", "loan_version", "rule_version"]
-    )
-    conn.execute(statement, [_row(a) for a in assessments])
+    sqlite = dialect == "sqlite"
+    conn.exec_driver_sql(statement, [_row(a, sqlite) for a in assessments])
 
 
 def _assessment(row: Row[Any]) -> Assessment:
