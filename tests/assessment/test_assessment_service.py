@@ -275,3 +275,11 @@ def test_faults_out_of_range_are_refused() -> None:
         Faults(fail_rate=1.5).check()
     with pytest.raises(ValueError):
         Faults(statuses=[200]).check()
+
+
+def test_admin_requests_that_are_not_json_objects_are_refused(service: CashflowServer) -> None:
+    for path in ("/admin/faults", "/admin/down"):
+        assert httpx.post(f"{service.url}{path}", content=b"[1, 2]").status_code == 400
+        assert httpx.post(f"{service.url}{path}", content=b"{oops").status_code == 400
+    assert httpx.post(f"{service.url}/admin/faults", json={"colour": "red"}).status_code == 400
+    assert httpx.get(f"{service.url}/health").json() == {"status": "up"}

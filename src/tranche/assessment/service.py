@@ -165,8 +165,8 @@ def _add_admin_routes(app: FastAPI, state: _State) -> None:
 
     @app.post("/admin/faults")
     async def faults(request: Request) -> JSONResponse:
-        body = await request.json()
         try:
+            body = await request.json()
             changed = Faults(**{**asdict(state.faults), **body})
             changed.check()
         except (TypeError, ValueError) as exc:
@@ -176,7 +176,14 @@ def _add_admin_routes(app: FastAPI, state: _State) -> None:
 
     @app.post("/admin/down")
     async def down(request: Request) -> JSONResponse:
-        body = await request.json() if await request.body() else {}
+        try:
+            body = await request.json() if await request.body() else {}
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return JSONResponse(
+                {"message": 'the body is {"mode": "503" | "refuse", "seconds": n}'}, status_code=400
+            )
         mode = body.get("mode", "503")
         seconds = body.get("seconds")
         if mode not in ("503", "refuse") or not (seconds is None or isinstance(seconds, int | float)):
