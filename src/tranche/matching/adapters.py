@@ -1,0 +1,189 @@
+"""The matching record on the store (SQLAlchemy Core, SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, Row, bindparam, or_, select, update
+
+from tranche.matching.book import BidRecord, BuyOffer, Changes, DurableState, Event, SellOffer
+from tranche.matching.criteria import Criteria, LoanTraits
+from tranche.matching.events import Bid, BidsRolledBack, LoanFunded, OfferMatched
+from tranche.matching.tables import bids, buy_offers, sell_offers
+
+
+class SqlMatchingRecord:
+    """:class:`tranche.matching.record.MatchingRecord` on SQL tables; one transaction per step."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def save(self, changes: Changes, events: Sequence[Event]) -> None:
+        new_bids: list[dict[str, Any]] = []
+        statuses: list[dict[str, Any]] = []
+        for event in events:
+            if isinstance(event, OfferMatched):
+                new_bids.extend(_bid_row(bid, event) for bid in event.bids)
+            elif isinstance(event, LoanFunded):
+                statuses.extend({"key": bid_id, "new": "confirmed"} for bid_id in event.bid_ids)
+            elif isinstance(event, BidsRolledBack):
+                statuses.extend({"key": bid_id, "new": "rolled_back"} for bid_id in event.bid_ids)
+        with self.engine.begin() as conn:
+            if changes.sells:
+                conn.execute(sell_offers.insert(), [_sell_row(seq, offer) for seq, offer in changes.sells])
+            if changes.buys:
+                conn.execute(buy_offers.insert(), [_buy_row(seq, offer) for seq, offer in changes.buys])
+            if new_bids:
+                conn.execute(bids.insert(), new_bids)
+            if statuses:
+                conn.execute(
+                    update(bids).where(bids.c.bid_id == bindparam("key")).values(status=bindparam("new")),
+                    statuses,
+                )
+            for status, ids in (("withdrawn", changes.withdrawn), ("finished", changes.finished)):
+                if ids:
+                    conn.execute(
+                        update(sell_offers).where(sell_offers.c.offer_id.in_(ids)).values(status=status)
+                    )
+                    conn.execute(
+                        update(buy_offers).where(buy_offers.c.buy_offer_id.in_(ids)).values(status=status)
+                    )
+
+    def load(self) -> DurableState:
+        with self.engine.connect() as conn:
+            sells = [
+                (row.seq, _sell_from(row))
+                for row in conn.execute(
+                    select(sell_offers).where(sell_offers.c.status == "open").order_by(sell_offers.c.seq)
+                )
+            ]
+            buys = [
+                (row.seq, _buy_from(row))
+                for row in conn.execute(
+                    select(buy_offers).where(buy_offers.c.status == "open").order_by(buy_offers.c.seq)
+                )
+            ]
+            open_sells = select(sell_offers.c.offer_id).where(sell_offers.c.status == "open")
+            open_buys = select(buy_offers.c.buy_offer_id).where(buy_offers.c.status == "open")
+            records = [
+                BidRecord(
+                    Bid(
+                        row.bid_id,
+                        row.buy_offer_id,
+                        row.portfolio_id,
+                        row.investor_id,
+                        row.amount,
+                        Decimal(row.investor_rate),
+                        Decimal(row.lender_rate),
+                        Decimal(row.margin),
+                    ),
+                    row.sell_offer_id,
+                    row.match_id,
+                    row.status,
+                )
+                for row in conn.execute(
+                    select(bids)
+                    .where(or_(bids.c.sell_offer_id.in_(open_sells), bids.c.buy_offer_id.in_(open_buys)))
+                    .order_by(bids.c.bid_id)
+                )
+            ]
+        return DurableState(tuple(sells), tuple(buys), tuple(records))
+
+
+def _sell_row(seq: int, offer: SellOffer) -> dict[str, Any]:
+    t = offer.traits
+    return {
+        "offer_id": offer.offer_id,
+        "seq": seq,
+        "status": "open",
+        "currency": offer.currency,
+        "lender_id": offer.lender_id,
+        "loan_id": offer.loan_id,
+        "loan_version": offer.loan_version,
+        "amount": offer.amount,
+        "lender_rate": str(offer.lender_rate),
+        "margin": str(offer.margin),
+        "all_or_nothing": offer.all_or_nothing,
+        "product": offer.product,
+        "country": t.country,
+        "borrower_age": t.borrower_age,
+        "credit_score": t.credit_score,
+        "income_monthly": t.income_monthly,
+        "risk_group": t.risk_group,
+        "term_months": t.term_months,
+    }
+
+
+def _sell_from(row: Row[Any]) -> SellOffer:
+    return SellOffer(
+        row.offer_id,
+        row.lender_id,
+        row.loan_id,
+        row.loan_version,
+        row.currency,
+        row.amount,
+        Decimal(row.lender_rate),
+        Decimal(row.margin),
+        bool(row.all_or_nothing),
+        LoanTraits(
+            row.country,
+            row.borrower_age,
+            row.credit_score,
+            row.income_monthly,
+            row.risk_group,
+            row.term_months,
+            row.lender_id,
+        ),
+        row.product,
+    )
+
+
+def _buy_row(seq: int, offer: BuyOffer) -> dict[str, Any]:
+    return {
+        "buy_offer_id": offer.buy_offer_id,
+        "seq": seq,
+        "status": "open",
+        "currency": offer.currency,
+        "portfolio_id": offer.portfolio_id,
+        "investor_id": offer.investor_id,
+        "bucket_id": offer.bucket_id,
+        "cycle": offer.cycle,
+        "amount": offer.amount,
+        "min_ticket": offer.min_ticket,
+        "per_loan_cap": offer.per_loan_cap,
+        "criteria": json.dumps(offer.criteria.to_dict(), sort_keys=True),
+    }
+
+
+def _buy_from(row: Row[Any]) -> BuyOffer:
+    return BuyOffer(
+        row.buy_offer_id,
+        row.portfolio_id,
+        row.investor_id,
+        row.bucket_id,
+        row.cycle,
+        row.currency,
+        row.amount,
+        row.min_ticket,
+        row.per_loan_cap,
+        Criteria.from_dict(json.loads(row.criteria)),
+    )
+
+
+def _bid_row(bid: Bid, event: OfferMatched) -> dict[str, Any]:
+    return {
+        "bid_id": bid.bid_id,
+        "match_id": event.match_id,
+        "sell_offer_id": event.sell_offer_id,
+        "buy_offer_id": bid.buy_offer_id,
+        "portfolio_id": bid.portfolio_id,
+        "investor_id": bid.investor_id,
+        "amount": bid.amount,
+        "investor_rate": str(bid.investor_rate),
+        "lender_rate": str(bid.lender_rate),
+        "margin": str(bid.margin),
+        "status": "placed",
+    }

@@ -1,0 +1,54 @@
+"""The matcher with its durable record: every step is recorded before its events are handed on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tranche.matching.book import BuyOffer, Event, Matcher, SellOffer
+from tranche.matching.record import MatchingRecord
+
+
+class MatchingService:
+    """Commands to the order books. Each returns the events it caused (``OfferMatched``, ``LoanFunded``,
+    ``BidsRolledBack``), already recorded, for the caller to publish."""
+
+    def __init__(self, matcher: Matcher, record: MatchingRecord) -> None:
+        self.matcher = matcher
+        self.record = record
+
+    @classmethod
+    def rebuild(cls, record: MatchingRecord) -> MatchingService:
+        """After a restart: the books as the record left them."""
+        return cls(Matcher.restore(record.load()), record)
+
+    def _step(self, events: list[Event]) -> list[Event]:
+        self.record.save(self.matcher.drain_changes(), events)
+        return events
+
+    def offer_loan(self, offer: SellOffer) -> list[Event]:
+        return self._step(self.matcher.add_sell(offer))
+
+    def replace_loan(self, old_offer_id: str | None, offer: SellOffer | None, reason: str) -> list[Event]:
+        """A loan changed (new version), or was withdrawn or repaid (``offer`` None): its old offer goes,
+        its unconfirmed bids are rolled back, and the new version (if any) is offered."""
+        events: list[Event] = []
+        if old_offer_id is not None and old_offer_id in self.matcher.open_sell_ids():
+            events += self.matcher.withdraw_sell(old_offer_id, reason)
+        if offer is not None:
+            events += self.matcher.add_sell(offer)
+        return self._step(events)
+
+    def withdraw_loan(self, offer_id: str, reason: str) -> list[Event]:
+        return self._step(self.matcher.withdraw_sell(offer_id, reason))
+
+    def place_buys(self, offers: Iterable[BuyOffer]) -> list[Event]:
+        return self._step(self.matcher.add_buys(offers))
+
+    def withdraw_buys(self, buy_offer_ids: Iterable[str], reason: str) -> list[Event]:
+        events: list[Event] = []
+        for buy_offer_id in buy_offer_ids:
+            events += self.matcher.withdraw_buy(buy_offer_id, reason)
+        return self._step(events)
+
+    def confirm(self, offer_id: str) -> list[Event]:
+        return self._step(self.matcher.confirm(offer_id))
