@@ -20,7 +20,7 @@ from tranche.pipeline import (
     RetryPolicy,
     Stage,
 )
-from tranche.pipeline.tables import pipeline_items
+from tranche.pipeline.tables import pipeline_items, pipeline_trace
 from tranche.shared.clock import SystemClock
 
 QUICK = RetryPolicy(max_attempts=50, initial_delay=0.01, multiplier=2.0, max_delay=0.1, jitter=0.5)
@@ -159,3 +159,39 @@ def test_two_runners_with_several_workers_apply_every_item_exactly_once(db: Engi
     assert len(rows) == 180
     assert doubled(db) == []
     assert sum(r.processed for r in runners) >= 180
+
+
+def test_a_running_worker_renews_its_leases_so_slow_work_is_not_taken_over(db: Engine) -> None:
+    def slow(item: Item) -> None:
+        time.sleep(0.8)
+
+    stage = Stage("toy.assess", recorder(None), work=slow, lease_seconds=0.3, claim_batch=2)
+    busy = PipelineRunner(db, [Pipeline("toy", [stage])], clock=SystemClock(), owner="busy")
+    rival = PipelineRunner(db, [Pipeline("toy", [stage])], clock=SystemClock(), owner="rival")
+    put(db, "toy.assess", count=2)
+    busy.start()
+    try:
+        assert eventually(lambda: leased_count(db) == 2)
+        rival_took = 0
+        while leased_count(db):  # the rival keeps looking for expired leases while the slow work runs
+            rival_took += rival.run_until_idle()
+            time.sleep(0.05)
+    finally:
+        busy.stop()
+    assert rival_took == 0
+    assert busy.lost_leases == 0
+    assert len(effect_rows(db)) == 2
+    with db.connect() as conn:
+        expired = conn.execute(
+            select(func.count()).select_from(pipeline_trace).where(pipeline_trace.c.event == "lease_expired")
+        )
+        assert expired.scalar_one() == 0
+
+
+def leased_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).select_from(pipeline_items).where(pipeline_items.c.status == "leased")
+            ).scalar_one()
+        )

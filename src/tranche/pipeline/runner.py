@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, or_, select
+from sqlalchemy import Connection, Engine, and_, or_, select
 
 from tranche.pipeline import store
 from tranche.pipeline.breaker import CircuitBreaker
@@ -122,6 +122,9 @@ class PipelineRunner:
                 self._runtimes.append(runtime)
                 self._by_stage[stage.name] = runtime
         self._threads: list[threading.Thread] = []
+        # Leases this runner holds, by item id, with their stage's lease length: the heartbeat renews them.
+        self._held: dict[tuple[str, str], tuple[store.Lease, float]] = {}
+        self._held_lock = threading.Lock()
         self._stopping = threading.Event()
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
@@ -178,6 +181,9 @@ class PipelineRunner:
                 )
                 self._threads.append(thread)
                 thread.start()
+        heartbeat = threading.Thread(target=self._heartbeat, name="pipeline-heartbeat", daemon=True)
+        self._threads.append(heartbeat)
+        heartbeat.start()
 
     def stop(self, timeout: float = 10) -> None:
         """Ask the workers to finish their current item and wait for them up to ``timeout`` seconds."""
@@ -208,22 +214,38 @@ class PipelineRunner:
             t.c.status.in_((READY, LEASED)),
             and_(t.c.status == RETRY_WAIT, t.c.next_run_at <= now),
         )
-        query = (
-            select(func.count())
-            .select_from(t)
-            .where(
-                live,
-                or_(*(and_(t.c.pipeline == p, t.c.stage == s) for p, s in stages)),
-            )
-        )
+        query = select(t.c.id).where(live, or_(*(and_(t.c.pipeline == p, t.c.stage == s) for p, s in stages)))
         if self.partitions:
             query = query.where(t.c.partition.in_(sorted(self.partitions)))
         with reading(self.engine) as conn:
-            return bool(conn.execute(query.limit(1)).scalar())
+            return conn.execute(query.limit(1)).first() is not None
+
+    def _heartbeat(self) -> None:
+        """Renew held leases every third of the shortest lease, so that long ``work`` keeps its items; a
+        killed process stops renewing and its items are taken over when the leases run out."""
+        period = max(min(rt.stage.lease_seconds for rt in self._runtimes) / 3, 0.05)
+        while not self._stopping.wait(period):
+            with self._held_lock:
+                held = list(self._held.values())
+            if not held:
+                continue
+            now = self.clock.now()
+            try:
+                with self.engine.begin() as conn:
+                    for seconds in sorted({s for _, s in held}):
+                        store.renew(
+                            conn,
+                            [lease for lease, s in held if s == seconds],
+                            now + timedelta(seconds=seconds),
+                        )
+            except Exception:
+                log.exception("could not renew pipeline leases; retrying")
 
     def _worker(self, rt: _StageRuntime) -> None:
         idle = IDLE_POLL_MIN
         while not self._stopping.is_set():
+            # Cleared before looking, so that a wake-up sent while we look is not lost.
+            rt.wake.clear()
             try:
                 done = self._claim_and_process(rt)
             except Exception:
@@ -240,7 +262,6 @@ class PipelineRunner:
                 if reopen is not None:
                     wait = min(max((reopen - self.clock.now()).total_seconds(), IDLE_POLL_MIN), IDLE_POLL_MAX)
             rt.wake.wait(wait)
-            rt.wake.clear()
             idle = min(idle * 2, IDLE_POLL_MAX)
 
     # -- the work --------------------------------------------------------------------------------------
@@ -274,11 +295,25 @@ class PipelineRunner:
                 finally:
                     if probing and not leases and rt.breaker is not None:
                         rt.breaker.cancel_probe()  # nothing to probe with
-                for lease in leases:
-                    if rt.breaker is not None and not rt.breaker.allows_more():
-                        self._finish(rt, conn, lease, "released", self._release, "circuit open: handed back")
-                        continue
-                    self._process(rt, conn, lease)
+                with self._held_lock:
+                    for lease in leases:
+                        self._held[(lease.item.id, lease.token)] = (lease, rt.stage.lease_seconds)
+                try:
+                    for lease in leases:
+                        try:
+                            if rt.breaker is not None and not rt.breaker.allows_more():
+                                self._finish(
+                                    rt, conn, lease, "released", self._release, "circuit open: handed back"
+                                )
+                            else:
+                                self._process(rt, conn, lease)
+                        finally:
+                            with self._held_lock:
+                                self._held.pop((lease.item.id, lease.token), None)
+                finally:
+                    with self._held_lock:
+                        for lease in leases:
+                            self._held.pop((lease.item.id, lease.token), None)
                 return len(leases)
         finally:
             with self._in_flight_lock:

@@ -391,3 +391,21 @@ def release(conn: Connection, lease: Lease, *, reason: str, now: datetime) -> bo
             conn, [_trace_row(lease.item.id, now, lease.item.stage, RELEASED, lease.item.attempt - 1, reason)]
         )
     return ok
+
+
+_RENEW = (
+    update(_items)
+    .where(*_FENCE)
+    .values(lease_expires_at=bindparam("_expires"), next_run_at=bindparam("_expires"))
+)
+
+
+def renew(conn: Connection, leases: Sequence[Lease], expires_at: datetime) -> None:
+    """Push the expiry of leases still held under their tokens to ``expires_at`` (a heartbeat); leases
+    already taken over are left alone."""
+    if leases:
+        expires_at = _utc(expires_at)
+        conn.execute(
+            _RENEW,
+            [{"_id": lease.item.id, "_token": lease.token, "_expires": expires_at} for lease in leases],
+        )
