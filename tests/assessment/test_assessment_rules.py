@@ -153,3 +153,42 @@ def test_a_score_threshold_splits_borrowers_exactly_at_the_threshold(score: int,
 
 def test_a_rule_set_survives_a_round_trip_through_json() -> None:
     assert parse_risk_rules(DEFAULT_RULES.to_json()) == DEFAULT_RULES
+
+
+NUMERIC = ["credit_score", "age", "income_monthly", "term_months"]
+OPS = {
+    "==": int.__eq__,
+    "!=": int.__ne__,
+    "<": int.__lt__,
+    "<=": int.__le__,
+    ">": int.__gt__,
+    ">=": int.__ge__,
+}
+
+
+@st.composite
+def rule_sets(draw: st.DrawFn) -> dict[str, Any]:
+    conditions = st.fixed_dictionaries(
+        {"field": st.sampled_from(NUMERIC), "op": st.sampled_from(sorted(OPS)), "value": st.integers(0, 1000)}
+    )
+    rules = st.fixed_dictionaries(
+        {"group": st.sampled_from(["A", "B", "C"]), "all": st.lists(conditions, max_size=3)}
+    )
+    return {"default": draw(st.sampled_from(["A", "B", "C"])), "rules": draw(st.lists(rules, max_size=5))}
+
+
+@given(rule_sets(), st.integers(300, 900), st.integers(18, 90), st.integers(0, 1000), st.integers(1, 60))
+def test_the_group_is_that_of_the_first_rule_whose_conditions_all_hold(
+    document: dict[str, Any], score: int, age: int, income: int, term: int
+) -> None:
+    facts = {"credit_score": score, "age": age, "income_monthly": income, "term_months": term}
+    expected = next(
+        (
+            rule["group"]
+            for rule in document["rules"]
+            if all(OPS[c["op"]](facts[c["field"]], c["value"]) for c in rule["all"])
+        ),
+        document["default"],
+    )
+    borrower = Borrower("EE", age, income, score)
+    assert group(parse_risk_rules(document), borrower=borrower, term=term) == expected
