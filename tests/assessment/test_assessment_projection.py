@@ -185,6 +185,7 @@ def test_a_loan_with_nothing_outstanding_has_an_empty_schedule() -> None:
         ({"outstanding": MAX_PRINCIPAL + 1}, "outstanding_principal"),
         ({"term": 0}, "term_months"),
         ({"next_payment": None}, "next_payment_date"),
+        ({"rate": "10", "term": 1200}, "interest_rate"),  # the powers of the monthly factor overflow
     ],
 )
 def test_an_unprojectable_loan_is_an_error_naming_the_field_and_its_neighbours_go_on(

@@ -332,10 +332,11 @@ def _project_block(
         np.subtract(1.0, repaid[:-1], out=owed[1:])
         owed *= monthly * principal
         cumulative_interest = np.rint(np.cumsum(owed, axis=0, out=owed))
-    finite = np.isfinite(cumulative_interest[last, columns]).tolist()
-    valid = n[:, None] >= k.T  # loans by periods, the order of the flat lists below
-    principal_flat = _per_period(cumulative_principal)[valid].tolist()
-    interest_flat = _per_period(cumulative_interest)[valid].tolist()
+        finite = np.isfinite(cumulative_interest[last, columns]).tolist()
+        valid = n[:, None] >= k.T  # loans by periods, the order of the flat lists below
+        # A loan whose powers overflowed casts garbage here; it is reported below, never used.
+        principal_flat = _per_period(cumulative_principal)[valid].tolist()
+        interest_flat = _per_period(cumulative_interest)[valid].tolist()
     offset = 0
     for (_, term, position, _, _), ok in zip(work, finite, strict=True):
         loan = loans[position]
