@@ -20,6 +20,7 @@ from tranche.bus.outbox import OutboxRelay, add_to_outbox
 from tranche.config import Settings
 from tranche.intake import events as intake_events
 from tranche.intake.archive import Archive, LocalArchive
+from tranche.intake.parsing import InlineParser, ProcessPoolParser, SliceParser
 from tranche.intake.service import Intake
 from tranche.intake.stages import IntakeStages
 from tranche.pipeline import Pipeline, PipelineRunner, overrides_from_env
@@ -37,6 +38,7 @@ class Container:
     clock: Clock
     archive: Archive
     intake: Intake
+    intake_stages: IntakeStages
     pipelines: list[Pipeline]
     runner: PipelineRunner
     bus: Bus
@@ -79,6 +81,7 @@ class Container:
     def close(self) -> None:
         if self._workers_started:
             self.runner.stop()
+        self.intake_stages.parser.close()
         self.engine.dispose()
 
 
@@ -102,7 +105,19 @@ def bootstrap(
     def publish(conn: Connection, topic: str, event: object) -> None:
         add_to_outbox(conn, topic, event, codec=codec, now=clock.now())
 
-    intake_stages = IntakeStages(engine, archive, clock, slice_size=settings.slice_size, publish=publish)
+    parser: SliceParser = (
+        ProcessPoolParser(settings.parse_processes) if settings.parse_processes > 0 else InlineParser()
+    )
+    intake_stages = IntakeStages(
+        engine,
+        archive,
+        clock,
+        slice_size=settings.slice_size,
+        publish=publish,
+        parser=parser,
+        # One more thread than parsing processes: while they parse, it looks up and writes.
+        diff_concurrency=settings.parse_processes + 1,
+    )
     pipelines = [intake_stages.pipeline()]
     runner = PipelineRunner(
         engine, pipelines, clock=clock, overrides=overrides_from_env(os.environ), partitions=settings.lenders
@@ -113,6 +128,7 @@ def bootstrap(
         clock=clock,
         archive=archive,
         intake=Intake(engine, archive, clock),
+        intake_stages=intake_stages,
         pipelines=pipelines,
         runner=runner,
         bus=connect(settings.bus_url),

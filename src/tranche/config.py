@@ -16,6 +16,8 @@ TRANCHE_WORKERS           worker loops per stage in this process       ``1``
 TRANCHE_SLICE_SIZE        loans per unit of pipeline work              ``1000``
 TRANCHE_LENDERS           lenders this process works for (comma        (empty: all)
                           separated); partitions work by lender
+TRANCHE_PARSE_PROCESSES   processes that decode and validate tapes     the number of cores (0 on one core)
+                          (0: on the worker threads themselves)
 ========================  ===========================================  =====================================
 """
 
@@ -52,6 +54,7 @@ class Settings:
     workers: int = 1
     slice_size: int = 1000
     lenders: frozenset[str] = field(default_factory=frozenset)
+    parse_processes: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -68,4 +71,10 @@ class Settings:
             workers=_int(env, "TRANCHE_WORKERS", defaults.workers),
             slice_size=_int(env, "TRANCHE_SLICE_SIZE", defaults.slice_size),
             lenders=frozenset(x.strip() for x in lenders.split(",") if x.strip()),
+            parse_processes=_int(env, "TRANCHE_PARSE_PROCESSES", _default_parse_processes()),
         )
+
+
+def _default_parse_processes() -> int:
+    cores = os.cpu_count() or 1
+    return cores if cores > 1 else 0

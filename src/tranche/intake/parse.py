@@ -11,14 +11,15 @@ the lender's configuration allows doubles; then it is read by its shortest repr 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Context, Decimal, InvalidOperation
 from functools import cache
+from operator import itemgetter
 from typing import Any
 
+import bson
 from bson.decimal128 import Decimal128
 
 from tranche.intake.loan import Borrower, Loan, LoanStatus, Payment, ScheduleType
@@ -327,8 +328,11 @@ def _payments(r: _Reader, value: Any, currency: str | None) -> tuple[Payment, ..
 
 
 def content_hash(loan: Loan) -> bytes:
-    """A hash of the loan's meaning, not its bytes: field order and number formatting do not change it."""
-    canonical = [
+    """A hash of the loan's meaning, not its bytes: the order of its fields and the formatting of its numbers
+    (``"100.0"`` or ``Decimal128("100.00")``) do not change it. Unknown fields count by value, top-level keys
+    in any order (inside a nested unknown document the order is the lender's and counts)."""
+    b = loan.borrower
+    known = (
         loan.loan_id,
         loan.status.value,
         loan.currency,
@@ -337,28 +341,19 @@ def content_hash(loan: Loan) -> bytes:
         str(loan.interest_rate.normalize()),
         loan.term_months,
         loan.schedule_type.value,
-        loan.issue_date.isoformat(),
-        loan.next_payment_date.isoformat() if loan.next_payment_date else None,
+        loan.issue_date.toordinal(),
+        loan.next_payment_date.toordinal() if loan.next_payment_date else None,
         loan.all_or_nothing,
-        loan.borrower.country,
-        loan.borrower.age,
-        loan.borrower.income_monthly,
-        loan.borrower.credit_score,
-        loan.borrower.extra,
-        [(p.date.isoformat(), p.principal, p.interest) for p in loan.payments],
-        loan.extra,
-    ]
-    text = json.dumps(canonical, sort_keys=True, default=_canonical_default, separators=(",", ":"))
-    return hashlib.blake2b(text.encode(), digest_size=16).digest()
-
-
-def _canonical_default(value: Any) -> Any:
-    if isinstance(value, Decimal128):
-        return str(value.to_decimal().normalize())
-    if isinstance(value, Decimal):
-        return str(value.normalize())
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.hex()
-    return str(value)
+        b.country,
+        b.age,
+        b.income_monthly,
+        b.credit_score,
+        tuple((p.date.toordinal(), p.principal, p.interest) for p in loan.payments),
+    )
+    digest = hashlib.blake2b(repr(known).encode(), digest_size=16)
+    if loan.extra or b.extra:
+        first = itemgetter(0)
+        digest.update(
+            bson.encode({"x": sorted(loan.extra.items(), key=first), "b": sorted(b.extra.items(), key=first)})
+        )
+    return digest.digest()

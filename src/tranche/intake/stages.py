@@ -16,15 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-import bson
-from sqlalchemy import Connection, Engine, Row, func, insert, select
+from sqlalchemy import Connection, Engine, Row, insert, select
 
 from tranche.crm.lenders import lender_config_of
+from tranche.intake import bulk
 from tranche.intake.archive import Archive
 from tranche.intake.duplicates import DuplicateFinder
 from tranche.intake.events import (
@@ -35,13 +34,13 @@ from tranche.intake.events import (
     LoansRejected,
     RejectedLoan,
 )
-from tranche.intake.loan import Loan, LoanStatus
-from tranche.intake.parse import FieldProblem, ParseOptions, content_hash, parse_loan
-from tranche.intake.tables import batch_errors, batch_reads, batches, loan_versions, slice_results
+from tranche.intake.loan import LoanStatus
+from tranche.intake.parsing import InlineParser, Parsed, SliceParser
+from tranche.intake.tables import batch_errors, batch_reads, batches, slice_results
 from tranche.intake.tape import RawDocument, TapeDamage, TapeFormat, bson_string_field, iter_documents
 from tranche.pipeline import Item, NewItem, Next, Pipeline, RetryPolicy, Stage
 from tranche.shared.clock import Clock
-from tranche.store.engine import is_sqlite, reading
+from tranche.store.engine import reading
 
 READ = "intake.read"
 DIFF = "intake.diff"
@@ -68,7 +67,8 @@ class ReadResult:
 
 @dataclass(slots=True)
 class SliceResult:
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    parsed: list[tuple[tuple[RawDocument, bytes, Head | None], Parsed]] = field(default_factory=list)
+    format: str | None = None
     problems: list[Problem] = field(default_factory=list)
     read: int = 0
     new: int = 0
@@ -107,6 +107,8 @@ class IntakeStages:
         slice_size: int = 1000,
         publish: Publish | None = None,
         next_stage: str | None = None,
+        parser: SliceParser | None = None,
+        diff_concurrency: int = 1,
     ) -> None:
         self.engine = engine
         self.archive = archive
@@ -114,6 +116,8 @@ class IntakeStages:
         self.slice_size = slice_size
         self.publish = publish
         self.next_stage = next_stage
+        self.parser: SliceParser = parser or InlineParser()
+        self.diff_concurrency = diff_concurrency
 
     def stages(self) -> list[Stage]:
         return [
@@ -131,7 +135,8 @@ class IntakeStages:
                 ordered=True,
                 lease_seconds=120.0,
                 retry=RetryPolicy(max_attempts=10),
-                claim_batch=4,
+                claim_batch=1,
+                concurrency=self.diff_concurrency,
             ),
         ]
 
@@ -245,7 +250,6 @@ class IntakeStages:
         with reading(self.engine) as conn:
             skip = _flagged_documents(conn, p["batch_id"], p["run"], first, first + count)
             _version, config = lender_config_of(conn, lender_id)
-            options = ParseOptions(allow_double_amounts=config.allow_double_amounts)
             with self.archive.open(batch.archive_key) as stream:
                 stream.seek(p["offset"])
                 docs = [
@@ -256,11 +260,14 @@ class IntakeStages:
                     if isinstance(d, RawDocument)
                 ]
             ids = [_loan_id_of(d.data, fmt) for d in docs]
-            heads = latest_heads(conn, lender_id, [i for i in ids if i is not None])
+            heads = {
+                row[0]: Head(int(row[1]), bytes(row[2]), bytes(row[3]), row[4], int(row[5]))
+                for row in bulk.latest_heads(conn, lender_id, [i for i in ids if i is not None])
+            }
 
         result = SliceResult(read=len(docs))
-        now = self.clock.now()
-        decode = bson.decode if fmt is TapeFormat.BSON else json.loads
+        # Only documents whose bytes differ from the last version's are decoded and validated.
+        by_index: dict[int, tuple[RawDocument, bytes, Head | None]] = {}
         for doc, loan_id in zip(docs, ids, strict=True):
             if doc.index in skip:
                 result.invalid += 1  # its problem was recorded when the tape was read
@@ -271,47 +278,93 @@ class IntakeStages:
                 # Unchanged, or already superseded by a later tape (a replay of an older batch).
                 result.unchanged += 1
                 continue
-            try:
-                decoded = decode(doc.data)
-            except Exception as exc:  # the document's own bytes are bad: it alone is refused
-                result.invalid += 1
-                result.problems.append(Problem(doc.index, loan_id, TAPE_FIELD, f"cannot be decoded: {exc}"))
-                continue
-            if not isinstance(decoded, dict):
-                result.invalid += 1
-                result.problems.append(
-                    Problem(doc.index, loan_id, TAPE_FIELD, "is not a document (JSON object)")
-                )
-                continue
-            parsed = parse_loan(lender_id, decoded, options)
-            if isinstance(parsed, list):
-                result.invalid += 1
-                result.problems.extend(_problems(doc.index, loan_id, parsed))
-                continue
-            digest = content_hash(parsed)
-            if head is not None and head.content_hash == digest:
-                result.unchanged += 1
-                continue
-            version = 1 if head is None else head.version + 1
-            result.rows.append(_version_row(parsed, version, batch, p["run"], doc, raw_hash, digest, now))
-            key = LoanKey(parsed.loan_id, version)
-            if head is None:
-                result.new += 1
-                if parsed.status is LoanStatus.ACTIVE:
-                    result.listed.append(key)
-            else:
-                result.changed += 1
-                if head.status == LoanStatus.ACTIVE and parsed.status is not LoanStatus.ACTIVE:
-                    result.left_active[parsed.status.value].append(key)
-                elif parsed.status is LoanStatus.ACTIVE:
-                    result.changed_keys.append(key)
+            by_index[doc.index] = (doc, raw_hash, head)
+        result.format = fmt.value
+        parsed = self.parser.parse(
+            lender_id,
+            fmt.value,
+            config.allow_double_amounts,
+            [(i, d.data) for i, (d, _h, _x) in by_index.items()],
+        )
+        result.parsed = [(by_index[entry[0]], entry) for entry in parsed]
         return result
 
     def diff_commit(self, conn: Connection, item: Item, result: SliceResult) -> Next:
         p = item.payload
         batch_id, run = p["batch_id"], p["run"]
-        if result.rows:
-            conn.execute(insert(loan_versions), result.rows)
+        lender_id = item.partition
+        writer = bulk.VersionWriter(conn)
+        recorded_at = writer.moment(self.clock.now())
+        fmt = "bson" if result.format is None else result.format
+        rows = []
+        for (doc, raw_hash, head), (index, loan_id, status, fields, digest) in result.parsed:
+            if status is None:
+                result.invalid += 1
+                result.problems.extend(Problem(index, loan_id, field, reason) for field, reason in fields)
+                continue
+            assert loan_id is not None and digest is not None
+            if head is not None and head.content_hash == digest:
+                result.unchanged += 1
+                continue
+            version = 1 if head is None else head.version + 1
+            (
+                st,
+                currency,
+                principal,
+                outstanding,
+                rate,
+                term,
+                schedule,
+                issue_date,
+                next_payment,
+                aon,
+                country,
+                age,
+                income,
+                score,
+            ) = fields
+            rows.append(
+                (
+                    lender_id,
+                    loan_id,
+                    version,
+                    batch_id,
+                    p["sequence"],
+                    run,
+                    index,
+                    recorded_at,
+                    st,
+                    currency,
+                    principal,
+                    outstanding,
+                    rate,
+                    term,
+                    schedule,
+                    writer.day(issue_date),
+                    writer.day(next_payment),
+                    aon,
+                    country,
+                    age,
+                    income,
+                    score,
+                    raw_hash,
+                    digest,
+                    fmt,
+                    doc.data,
+                )
+            )
+            key = LoanKey(loan_id, version)
+            if head is None:
+                result.new += 1
+                if status == LoanStatus.ACTIVE:
+                    result.listed.append(key)
+            else:
+                result.changed += 1
+                if head.status == LoanStatus.ACTIVE and status != LoanStatus.ACTIVE:
+                    result.left_active[status].append(key)
+                elif status == LoanStatus.ACTIVE:
+                    result.changed_keys.append(key)
+        writer.write(conn, rows)
         _insert_problems(conn, batch_id, run, DIFF, result.problems)
         conn.execute(
             insert(slice_results).values(
@@ -327,7 +380,6 @@ class IntakeStages:
                 done_at=self.clock.now(),
             )
         )
-        lender_id = item.partition
         if self.publish is not None:
             self._publish(conn, lender_id, batch_id, result)
         if self.next_stage is None:
@@ -371,10 +423,6 @@ def _loan_id_of(data: bytes, fmt: TapeFormat) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _problems(index: int, loan_id: str | None, found: Iterable[FieldProblem]) -> list[Problem]:
-    return [Problem(index, loan_id, f.field, f.reason) for f in found]
-
-
 def _insert_problems(
     conn: Connection, batch_id: str, run: int, stage: str, problems: Sequence[Problem]
 ) -> None:
@@ -408,72 +456,3 @@ def _flagged_documents(conn: Connection, batch_id: str, run: int, first: int, en
         )
     )
     return {int(r.document) for r in rows}
-
-
-def latest_heads(conn: Connection, lender_id: str, loan_ids: Sequence[str]) -> dict[str, Head]:
-    """The last stored version of each of these loans (absent when the loan is new)."""
-    if not loan_ids:
-        return {}
-    v = loan_versions.c
-    columns = (v.loan_id, v.version, v.raw_hash, v.content_hash, v.status, v.batch_sequence)
-    if is_sqlite(conn.engine):
-        # SQLite takes the other columns from the row that holds max(version).
-        query = (
-            select(v.loan_id, func.max(v.version).label("version"), *columns[2:])
-            .where(v.lender_id == lender_id, v.loan_id.in_(loan_ids))
-            .group_by(v.loan_id)
-        )
-    else:
-        query = (
-            select(*columns)
-            .where(v.lender_id == lender_id, v.loan_id.in_(loan_ids))
-            .order_by(v.loan_id, v.version.desc())
-            .distinct(v.loan_id)
-        )
-    return {
-        r.loan_id: Head(
-            int(r.version), bytes(r.raw_hash), bytes(r.content_hash), r.status, int(r.batch_sequence)
-        )
-        for r in conn.execute(query)
-    }
-
-
-def _version_row(
-    loan: Loan,
-    version: int,
-    batch: Row[Any],
-    run: int,
-    doc: RawDocument,
-    raw_hash: bytes,
-    digest: bytes,
-    now: datetime,
-) -> dict[str, Any]:
-    b = loan.borrower
-    return {
-        "lender_id": loan.lender_id,
-        "loan_id": loan.loan_id,
-        "version": version,
-        "batch_id": batch.batch_id,
-        "batch_sequence": batch.sequence,
-        "run": run,
-        "document": doc.index,
-        "recorded_at": now,
-        "status": loan.status.value,
-        "currency": loan.currency,
-        "principal": loan.principal,
-        "outstanding_principal": loan.outstanding_principal,
-        "interest_rate": str(loan.interest_rate),
-        "term_months": loan.term_months,
-        "schedule_type": loan.schedule_type.value,
-        "issue_date": loan.issue_date,
-        "next_payment_date": loan.next_payment_date,
-        "all_or_nothing": loan.all_or_nothing,
-        "borrower_country": b.country,
-        "borrower_age": b.age,
-        "borrower_income_monthly": b.income_monthly,
-        "borrower_credit_score": b.credit_score,
-        "raw_hash": raw_hash,
-        "content_hash": digest,
-        "format": batch.format,
-        "body": doc.data,
-    }
