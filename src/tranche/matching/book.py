@@ -511,6 +511,10 @@ class Matcher:
             raise UnknownOfferError(f"no buy offer {buy_offer_id}", record=buy_offer_id)
         return buy.remaining
 
+    def has_sell(self, offer_id: str) -> bool:
+        """True while the sell offer is live (not sold out and settled, not withdrawn)."""
+        return offer_id in self._sells
+
     def open_sell_ids(self) -> list[str]:
         return list(self._sells)
 

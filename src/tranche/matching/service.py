@@ -32,7 +32,7 @@ class MatchingService:
         """A loan changed (new version), or was withdrawn or repaid (``offer`` None): its old offer goes,
         its unconfirmed bids are rolled back, and the new version (if any) is offered."""
         events: list[Event] = []
-        if old_offer_id is not None and old_offer_id in self.matcher.open_sell_ids():
+        if old_offer_id is not None and self.matcher.has_sell(old_offer_id):
             events += self.matcher.withdraw_sell(old_offer_id, reason)
         if offer is not None:
             events += self.matcher.add_sell(offer)

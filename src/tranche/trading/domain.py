@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import cache
+from typing import Protocol
 
 from tranche.matching.criteria import Criteria
 from tranche.shared.money import allocate, is_currency
@@ -272,3 +273,49 @@ def next_cycle(portfolio: Portfolio) -> Portfolio:
 
 def buckets_by_id(buckets: Sequence[Bucket]) -> dict[str, Bucket]:
     return {b.bucket_id: b for b in buckets}
+
+
+def positions(
+    portfolio: Portfolio,
+    offers: Sequence[OfferLike],
+    fills: Sequence[FillLike],
+) -> dict[str, BucketPosition]:
+    """Each bucket's holdings (fills not rolled back) and what its open offers still want (in whole tickets:
+    an offer that cannot take another ticket wants nothing more)."""
+    held: dict[str, int] = {b.bucket_id: 0 for b in portfolio.buckets}
+    filled: dict[str, int] = {}
+    for fill in fills:
+        if fill.status == "rolled_back":
+            continue
+        held[fill.bucket_id] = held.get(fill.bucket_id, 0) + fill.amount
+        filled[fill.buy_offer_id] = filled.get(fill.buy_offer_id, 0) + fill.amount
+    wanted: dict[str, int] = {b.bucket_id: 0 for b in portfolio.buckets}
+    for offer in offers:
+        if offer.status != "open":
+            continue
+        remaining = offer.amount - filled.get(offer.buy_offer_id, 0)
+        if remaining >= portfolio.min_ticket:
+            wanted[offer.bucket_id] = wanted.get(offer.bucket_id, 0) + remaining
+    return {bucket_id: BucketPosition(held.get(bucket_id, 0), wanted.get(bucket_id, 0)) for bucket_id in held}
+
+
+class OfferLike(Protocol):
+    @property
+    def buy_offer_id(self) -> str: ...
+    @property
+    def bucket_id(self) -> str: ...
+    @property
+    def amount(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+
+
+class FillLike(Protocol):
+    @property
+    def buy_offer_id(self) -> str: ...
+    @property
+    def bucket_id(self) -> str: ...
+    @property
+    def amount(self) -> int: ...
+    @property
+    def status(self) -> str: ...

@@ -1,0 +1,200 @@
+"""The portfolio store on SQL tables (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, Row, select, update
+
+from tranche.trading.domain import Portfolio, PortfolioStatus
+from tranche.trading.errors import PortfolioNotFoundError
+from tranche.trading.store import (
+    FillRow,
+    FillStatus,
+    OfferRow,
+    OfferStatus,
+    buckets_from_json,
+    buckets_to_json,
+)
+from tranche.trading.tables import buy_offers, fills, portfolios
+
+
+class SqlPortfolioStore:
+    """:class:`tranche.trading.store.PortfolioStore` on the store."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def add(self, portfolio: Portfolio, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(portfolios.insert().values(**_row(portfolio), created_at=now, updated_at=now))
+
+    def get(self, portfolio_id: str) -> Portfolio:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(portfolios).where(portfolios.c.portfolio_id == portfolio_id)).first()
+        if row is None:
+            raise PortfolioNotFoundError(f"no portfolio {portfolio_id}", record=portfolio_id)
+        return _portfolio(row)
+
+    def list_for(self, investor_id: str) -> list[Portfolio]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(portfolios)
+                .where(portfolios.c.investor_id == investor_id)
+                .order_by(portfolios.c.created_at)
+            )
+            return [_portfolio(row) for row in rows]
+
+    def replace(self, portfolio: Portfolio, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(portfolios)
+                .where(portfolios.c.portfolio_id == portfolio.portfolio_id)
+                .values(**_row(portfolio), updated_at=now)
+            )
+        if result.rowcount == 0:
+            raise PortfolioNotFoundError(
+                f"no portfolio {portfolio.portfolio_id}", record=portfolio.portfolio_id
+            )
+
+    def active_ids(self) -> list[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(portfolios.c.portfolio_id)
+                .where(portfolios.c.status == PortfolioStatus.ACTIVE.value)
+                .order_by(portfolios.c.created_at, portfolios.c.portfolio_id)
+            )
+            return [row.portfolio_id for row in rows]
+
+    def add_offers(self, offers: Sequence[OfferRow], now: datetime) -> None:
+        if not offers:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                buy_offers.insert(),
+                [
+                    {
+                        "buy_offer_id": o.buy_offer_id,
+                        "portfolio_id": o.portfolio_id,
+                        "portfolio_version": o.portfolio_version,
+                        "bucket_id": o.bucket_id,
+                        "cycle": o.cycle,
+                        "amount": o.amount,
+                        "status": o.status,
+                        "created_at": now,
+                    }
+                    for o in offers
+                ],
+            )
+
+    def set_offer_status(self, buy_offer_ids: Iterable[str], status: OfferStatus) -> None:
+        ids = list(buy_offer_ids)
+        if ids:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(buy_offers).where(buy_offers.c.buy_offer_id.in_(ids)).values(status=status)
+                )
+
+    def offers(self, portfolio_id: str) -> list[OfferRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(buy_offers)
+                .where(buy_offers.c.portfolio_id == portfolio_id)
+                .order_by(buy_offers.c.cycle, buy_offers.c.buy_offer_id)
+            )
+            return [_offer(row) for row in rows]
+
+    def owners(self, buy_offer_ids: Iterable[str]) -> dict[str, OfferRow]:
+        ids = list(set(buy_offer_ids))
+        if not ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(buy_offers).where(buy_offers.c.buy_offer_id.in_(ids)))
+            return {row.buy_offer_id: _offer(row) for row in rows}
+
+    def add_fills(self, rows: Sequence[FillRow]) -> None:
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                fills.insert(),
+                [
+                    {
+                        "bid_id": r.bid_id,
+                        "buy_offer_id": r.buy_offer_id,
+                        "portfolio_id": r.portfolio_id,
+                        "bucket_id": r.bucket_id,
+                        "amount": r.amount,
+                        "status": r.status,
+                    }
+                    for r in rows
+                ],
+            )
+
+    def set_fill_status(self, bid_ids: Iterable[str], status: FillStatus) -> set[str]:
+        ids = list(bid_ids)
+        if not ids:
+            return set()
+        with self.engine.begin() as conn:
+            conn.execute(update(fills).where(fills.c.bid_id.in_(ids)).values(status=status))
+            rows = conn.execute(select(fills.c.portfolio_id).where(fills.c.bid_id.in_(ids)).distinct())
+            return {row.portfolio_id for row in rows}
+
+    def fills(self, portfolio_id: str) -> list[FillRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(fills).where(fills.c.portfolio_id == portfolio_id).order_by(fills.c.bid_id)
+            )
+            return [
+                FillRow(r.bid_id, r.buy_offer_id, r.portfolio_id, r.bucket_id, r.amount, r.status)
+                for r in rows
+            ]
+
+
+def _row(p: Portfolio) -> dict[str, Any]:
+    return {
+        "portfolio_id": p.portfolio_id,
+        "investor_id": p.investor_id,
+        "currency": p.currency,
+        "total": p.total,
+        "max_per_loan": p.max_per_loan,
+        "min_ticket": p.min_ticket,
+        "tranche_percent": str(p.tranche_percent),
+        "tolerance_percent": str(p.tolerance_percent),
+        "status": p.status.value,
+        "cycle": p.cycle,
+        "version": p.version,
+        "buckets": buckets_to_json(p.buckets),
+    }
+
+
+def _portfolio(row: Row[Any]) -> Portfolio:
+    return Portfolio(
+        row.portfolio_id,
+        row.investor_id,
+        row.currency,
+        row.total,
+        row.max_per_loan,
+        row.min_ticket,
+        buckets_from_json(row.buckets),
+        PortfolioStatus(row.status),
+        Decimal(row.tranche_percent),
+        Decimal(row.tolerance_percent),
+        row.cycle,
+        row.version,
+    )
+
+
+def _offer(row: Row[Any]) -> OfferRow:
+    return OfferRow(
+        row.buy_offer_id,
+        row.portfolio_id,
+        row.portfolio_version,
+        row.bucket_id,
+        row.cycle,
+        row.amount,
+        row.status,
+    )
