@@ -23,6 +23,12 @@ from tranche.bus.errors import (
     RemoteError,
     RequestTimeoutError,
 )
+from tranche.matching.errors import (
+    DuplicateOfferError,
+    InvalidOfferError,
+    OfferWithdrawnError,
+    UnknownOfferError,
+)
 from tranche.pipeline.errors import InvalidStageOverrideError, ItemNotFoundError, ItemNotParkedError
 from tranche.shared.errors import (
     ConflictError,
@@ -31,6 +37,7 @@ from tranche.shared.errors import (
     TrancheError,
     ValidationError,
 )
+from tranche.trading.errors import PortfolioClosedError
 
 # Most specific class first: the first isinstance match wins.
 STATUS_BY_ERROR: list[tuple[type[TrancheError], int]] = [
@@ -51,6 +58,11 @@ STATUS_BY_ERROR: list[tuple[type[TrancheError], int]] = [
     (ItemNotFoundError, 404),
     (ItemNotParkedError, 409),
     (InvalidStageOverrideError, 422),
+    (PortfolioClosedError, 409),
+    (UnknownOfferError, 404),
+    (DuplicateOfferError, 409),
+    (OfferWithdrawnError, 409),
+    (InvalidOfferError, 422),
 ]
 
 

@@ -1,0 +1,124 @@
+"""The investors' portfolio endpoints over HTTP (FastAPI's test client), on both databases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from tranche.api.errors import install_error_handlers
+from tranche.api.trading import router
+from tranche.matching.adapters import SqlMatchingRecord
+from tranche.matching.book import Matcher
+from tranche.matching.service import MatchingService
+from tranche.shared.clock import ManualClock
+from tranche.trading.adapters import SqlPortfolioStore
+from tranche.trading.handlers import Marketplace
+from tranche.trading.service import TradingService
+
+EXAMPLE: dict[str, Any] = {
+    "currency": "EUR",
+    "total": "100000.00",
+    "max_per_loan": "200.00",
+    "min_ticket": "10.00",
+    "buckets": [
+        {
+            "name": "low risk, low return",
+            "weight": "75",
+            "criteria": {
+                "countries": ["ES"],
+                "borrower_age": {"min": 28, "max": 35},
+                "credit_score": {"min": 700},
+                "min_monthly_income": "2500",
+            },
+        },
+        {"name": "high risk, high return", "weight": "25", "criteria": {"credit_score": {"max": 599}}},
+    ],
+}
+
+
+@dataclass
+class Parts:
+    engine: Engine
+    clock: ManualClock
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+@pytest.fixture
+def client(engine: Engine) -> TestClient:
+    clock = ManualClock()
+    trading = TradingService(SqlPortfolioStore(engine), clock)
+    market = Marketplace(trading, MatchingService(Matcher(), SqlMatchingRecord(engine)))
+    app = FastAPI()
+    install_error_handlers(app)
+    app.state.container = Parts(engine, clock, {"trading": trading, "marketplace": market})
+    app.include_router(router, prefix="/v1")
+    return TestClient(app)
+
+
+def test_the_example_portfolio_is_created_as_written_and_issues_its_first_tranche(client: TestClient) -> None:
+    created = client.post("/v1/investors/inv_1/portfolios", json=EXAMPLE)
+    assert created.status_code == 201, created.text
+    body = created.json()
+    safe = body["buckets"][0]["criteria"]
+    assert safe["countries"] == ["ES"]
+    assert safe["borrower_age"] == {"min": 28, "max": 35}
+    assert safe["min_monthly_income"] == "2500.00"
+    assert body["cycle"] == 1
+    composition = body["composition"]
+    assert composition["wanted"] == "10000.00"  # the first tranche: 10 % of 100,000
+    assert [b["target_percent"] for b in composition["buckets"]] == ["75", "25"]
+    offers = client.get(f"/v1/portfolios/{body['portfolio_id']}/buy-offers").json()["buy_offers"]
+    assert sorted(o["amount"] for o in offers) == ["2500.00", "7500.00"]
+    assert {o["cycle"] for o in offers} == {1}
+    listed = client.get("/v1/investors/inv_1/portfolios").json()["portfolios"]
+    assert [p["portfolio_id"] for p in listed] == [body["portfolio_id"]]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"currency": "ZZZ"}, "currency"),
+        ({"total": "10.001"}, "total"),
+        ({"buckets": [{**EXAMPLE["buckets"][0], "weight": "70"}, EXAMPLE["buckets"][1]]}, "buckets.weight"),
+        (
+            {
+                "buckets": [
+                    {"name": "x", "weight": "100", "criteria": {"credit_score": {"min": 700, "max": 600}}}
+                ]
+            },
+            "buckets[0].criteria.credit_score",
+        ),
+    ],
+)
+def test_an_invalid_portfolio_is_rejected_with_422_naming_the_field(
+    client: TestClient, change: dict[str, Any], field: str
+) -> None:
+    response = client.post("/v1/investors/inv_1/portfolios", json={**EXAMPLE, **change})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == field
+
+
+def test_pausing_withdraws_the_open_buy_offers_and_closing_freezes_the_portfolio(client: TestClient) -> None:
+    portfolio_id = client.post("/v1/investors/inv_1/portfolios", json=EXAMPLE).json()["portfolio_id"]
+    paused = client.post(f"/v1/portfolios/{portfolio_id}/pause").json()
+    assert paused["status"] == "paused"
+    assert len(paused["withdrawn_buy_offers"]) == 2
+    assert paused["composition"]["wanted"] == "0.00"
+    resumed = client.post(f"/v1/portfolios/{portfolio_id}/resume").json()
+    assert (resumed["status"], resumed["cycle"]) == ("active", 2)
+    updated = client.put(f"/v1/portfolios/{portfolio_id}", json={**EXAMPLE, "total": "50000.00"}).json()
+    assert (updated["version"], updated["total"]) == (2, "50000.00")
+    closed = client.post(f"/v1/portfolios/{portfolio_id}/close")
+    assert closed.json()["status"] == "closed"
+    again = client.put(f"/v1/portfolios/{portfolio_id}", json=EXAMPLE)
+    assert again.status_code == 409
+    assert again.json()["error"]["record"] == portfolio_id
+
+
+def test_an_unknown_portfolio_is_404(client: TestClient) -> None:
+    assert client.get("/v1/portfolios/pf_nope").status_code == 404
