@@ -165,3 +165,12 @@ def test_fills_and_repayments_notify_each_portfolio_once_per_window(engine: Engi
     notes = service.due_drift()
     assert [(n.portfolio_id, n.loan_ids) for n in notes] == [("pf-a", ("L1",)), ("pf-ben", ("L1",))]
     assert service.due_drift() == []
+
+
+def test_payments_on_tapes_up_to_the_funded_version_are_not_the_holders(service: LedgerService) -> None:
+    service.deposit("ann", eur("3000.00"), "d")
+    service.on_offer_matched(matched(bid("b1", "ann", 300_000)))
+    service.on_loan_funded(LoanFunded("lender1", "L1", 3, "EUR", ("b1",)))
+    assert service.settle_loan(loan(300_000, (0, 500)), version=3).skipped
+    assert service.settle_loan(loan(290_000, (10_000, 500)), version=4).transfers == 3
+    assert available(service, "ann") == 10_500

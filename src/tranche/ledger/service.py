@@ -341,7 +341,11 @@ class LedgerService:
             )
 
     def _resolve_bids(
-        self, bid_ids: Sequence[str], phase: Phase, status: str
+        self,
+        bid_ids: Sequence[str],
+        phase: Phase,
+        status: str,
+        also: Callable[[Connection], None] | None = None,
     ) -> tuple[BidsOutcome, list[_HoldingRow]]:
         found: dict[str, _HoldingRow] = {}
         ordered: list[str] = []
@@ -376,6 +380,8 @@ class LedgerService:
         def record(conn: Connection, plan: BatchPlan) -> None:
             outcome = self._bids_outcome(ordered, plan)
             self._set_status(conn, outcome.done, status)
+            if also is not None:
+                also(conn)
 
         plan = self._transaction([], build, record)
         outcome = self._bids_outcome(ordered, plan)
@@ -388,7 +394,26 @@ class LedgerService:
 
     def on_loan_funded(self, event: LoanFunded) -> BidsOutcome:
         """Post the listed bids' reservations: cash goes to the lender's settlement, the investor holds the loan."""
-        outcome, funded = self._resolve_bids(event.bid_ids, Phase.POST, HoldingStatus.ACTIVE)
+
+        def funded_as_of(conn: Connection) -> None:
+            # The holders bought the loan as of this version: payments on it or on earlier tapes are not theirs.
+            p = _Sql(conn).p
+            conn.exec_driver_sql(
+                "INSERT INTO ledger_loans (lender_id, loan_id, currency, status, outstanding_principal, "
+                f"settled_version, updated_at) VALUES ({p}, {p}, {p}, 'active', NULL, {p}, {p}) "
+                "ON CONFLICT (lender_id, loan_id) DO UPDATE SET settled_version = CASE WHEN "
+                "ledger_loans.settled_version < excluded.settled_version THEN excluded.settled_version "
+                "ELSE ledger_loans.settled_version END",
+                (
+                    event.lender_id,
+                    event.loan_id,
+                    event.currency,
+                    event.loan_version,
+                    to_micros(self.clock.now()),
+                ),
+            )
+
+        outcome, funded = self._resolve_bids(event.bid_ids, Phase.POST, HoldingStatus.ACTIVE, funded_as_of)
         for h in funded:
             self.drift.record(h.portfolio_id, h.investor_id, h.loan_id)
         return outcome

@@ -155,7 +155,7 @@ ledger_loans = Table(
     Column("loan_id", String(200), primary_key=True),
     Column("currency", String(3), nullable=False),
     Column("status", String(16), nullable=False),
-    Column("outstanding_principal", BigInteger(), nullable=False),
+    Column("outstanding_principal", BigInteger()),  # unknown until the first tape after funding
     Column("settled_version", Integer(), nullable=False),
     Column("updated_at", BigInteger(), nullable=False),
 )

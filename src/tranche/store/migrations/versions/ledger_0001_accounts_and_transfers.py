@@ -259,7 +259,7 @@ def upgrade() -> None:
         sa.Column("loan_id", sa.String(200), primary_key=True),
         sa.Column("currency", sa.String(3), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("outstanding_principal", sa.BigInteger(), nullable=False),
+        sa.Column("outstanding_principal", sa.BigInteger()),
         sa.Column("settled_version", sa.Integer(), nullable=False),
         sa.Column("updated_at", sa.BigInteger(), nullable=False),
     )
