@@ -33,6 +33,7 @@ from tranche.ledger.domain import (
     Snapshot,
     Transfer,
     TransferResult,
+    expires_at,
     needed_ids,
     plan_batch,
 )
@@ -235,13 +236,13 @@ def write_plan(conn: Connection, plan: BatchPlan, now_us: int, sql: _Sql | None 
                     t.phase.value,
                     t.pending_id,
                     t.timeout_us,
-                    t.timestamp,
-                    t.expires_at,
+                    now_us,
+                    expires_at(t, now_us),
                 )
                 for t in plan.created
             ],
         )
-        opened = [(t.id, t.expires_at) for t in plan.created if t.phase is Phase.PENDING]
+        opened = [(t.id, expires_at(t, now_us)) for t in plan.created if t.phase is Phase.PENDING]
         closed = [(t.pending_id,) for t in plan.created if t.pending_id is not None]
         if opened:
             conn.exec_driver_sql(

@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from tranche.ledger.errors import (
     AccountCurrencyError,
@@ -193,9 +194,11 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True, slots=True)
-class TransferResult:
-    """What became of one submitted transfer; ``error`` is set exactly when ``outcome`` is ``failed``."""
+class TransferResult(NamedTuple):
+    """What became of one submitted transfer; ``error`` is set exactly when ``outcome`` is ``failed``.
+
+    A named tuple rather than a dataclass: a batch makes one per transfer, and tuples are cheapest to build.
+    """
 
     id: str
     outcome: Outcome
@@ -219,12 +222,28 @@ class Snapshot:
 
 @dataclass(slots=True)
 class BatchPlan:
-    """What applying a batch changes: results in submission order, the transfers to store (in order) and
-    the accounts whose totals changed (with their new totals)."""
+    """What applying a batch changes: results in submission order, the transfers to store (in order, as
+    accepted: posts and voids carry their pending transfer's accounts; see :meth:`stamped`), the accounts whose
+    totals changed (with their new totals), and the batch's timestamp."""
 
     results: list[TransferResult]
     created: list[Transfer]
     changed: dict[str, Account]
+    now_us: int = 0
+
+    def stamped(self) -> list[Transfer]:
+        """The created transfers as stored: timestamped, with their expiry, unlinked."""
+        return [
+            replace(t, linked=False, timestamp=self.now_us, expires_at=expires_at(t, self.now_us))
+            for t in self.created
+        ]
+
+
+def expires_at(transfer: Transfer, now_us: int) -> int:
+    """When a pending transfer applied at ``now_us`` stops being postable (0: never, or not pending)."""
+    if transfer.phase is Phase.PENDING and transfer.timeout_us:
+        return now_us + transfer.timeout_us
+    return 0
 
 
 def needed_ids(transfers: Iterable[Transfer]) -> tuple[set[str], set[str], set[str]]:
@@ -257,6 +276,7 @@ class _Working:
 
     def __init__(self, snapshot: Snapshot, now_us: int) -> None:
         self.snapshot = snapshot
+        self.accounts = snapshot.accounts
         self.now_us = now_us
         self.totals: dict[str, list[int]] = {}
         self.created: dict[str, Transfer] = {}
@@ -266,7 +286,7 @@ class _Working:
         self.undo: list[tuple[str, str, int, int]] = []
 
     def account(self, account_id: str, transfer_id: str, side: str) -> Account:
-        account = self.snapshot.accounts.get(account_id)
+        account = self.accounts.get(account_id)
         if account is None:
             raise _Refused(
                 UnknownAccountError(
@@ -408,12 +428,11 @@ def _apply_one(work: _Working, transfer: Transfer) -> Outcome:
         if transfer.phase is Phase.SINGLE:
             work.add(debit, _DD, transfer.amount)
             work.add(credit, _CD, transfer.amount)
-            final = replace(transfer, linked=False, timestamp=work.now_us)
         else:
             work.add(debit, _DP, transfer.amount)
             work.add(credit, _CP, transfer.amount)
-            expires = work.now_us + transfer.timeout_us if transfer.timeout_us else 0
-            final = replace(transfer, linked=False, timestamp=work.now_us, expires_at=expires)
+        # Kept as submitted: the whole batch shares one timestamp, stamped when it is written.
+        final = transfer
         _check_flags(work, debit, credit, transfer)
     else:
         if transfer.pending_id is None:
@@ -481,8 +500,6 @@ def _apply_one(work: _Working, transfer: Transfer) -> Outcome:
             debit_account_id=debit.id,
             credit_account_id=credit.id,
             amount=amount,
-            linked=False,
-            timestamp=work.now_us,
         )
         work.resolved[pending.id] = transfer.id
         work.undo.append(("resolved", pending.id, 0, 0))
@@ -574,7 +591,7 @@ def plan_batch(transfers: Sequence[Transfer], snapshot: Snapshot, now_us: int) -
                 before, debits_pending=dp, debits_posted=dd, credits_pending=cp, credits_posted=cd
             )
     final_results = [r for r in results if r is not None]
-    return BatchPlan(final_results, [work.created[i] for i in work.order], changed)
+    return BatchPlan(final_results, [work.created[i] for i in work.order], changed, now_us)
 
 
 def net_by_currency(accounts: Iterable[Account]) -> dict[str, tuple[int, int]]:
@@ -598,6 +615,7 @@ def apply_in_memory(
     resolved = {t.pending_id: t.id for t in stored.values() if t.pending_id is not None}
     snapshot = Snapshot(dict(accounts), dict(stored), dict(stored), resolved)
     plan = plan_batch(transfers, snapshot, now_us)
+    plan.created = plan.stamped()
     after = dict(accounts)
     after.update(plan.changed)
     return plan, after
