@@ -146,7 +146,18 @@ class _Demand:
 
 
 class _Buy:
-    __slots__ = ("cap", "demand", "offer", "placed", "portfolio", "remaining", "seq", "ticket")
+    __slots__ = (
+        "cap",
+        "demand",
+        "id",
+        "investor",
+        "offer",
+        "placed",
+        "portfolio",
+        "remaining",
+        "seq",
+        "ticket",
+    )
 
     def __init__(self, offer: BuyOffer, seq: int, demand: _Demand) -> None:
         self.offer = offer
@@ -156,6 +167,8 @@ class _Buy:
         self.ticket = offer.min_ticket
         self.cap = offer.per_loan_cap
         self.portfolio = offer.portfolio_id
+        self.id = offer.buy_offer_id
+        self.investor = offer.investor_id
         self.placed: dict[str, _Sell] = {}  # unconfirmed bids: bid id -> the loan's offer
 
     def takeable(self) -> int:
@@ -476,18 +489,17 @@ class Matcher:
         if not sell.placed:
             return []
         bid_ids = tuple(sell.placed)
-        buys: dict[str, _Buy] = {}
-        for bid, buy in sell.placed.values():
-            sell.confirmed += bid.amount
-            del buy.placed[bid.bid_id]
-            buys[bid.buy_offer_id] = buy
+        confirmed = 0
+        for bid_id, (bid, buy) in sell.placed.items():
+            confirmed += bid.amount
+            del buy.placed[bid_id]
+            if buy.remaining < buy.ticket and not buy.placed:
+                self._maybe_finish_buy(buy)
+        sell.confirmed += confirmed
         sell.placed.clear()
         offer = sell.offer
         if sell.remaining <= 0:
             self._maybe_finish_sell(sell)
-        for buy in buys.values():
-            if buy.remaining < buy.ticket and not buy.placed:
-                self._maybe_finish_buy(buy)
         return [LoanFunded(offer.lender_id, offer.loan_id, offer.loan_version, offer.currency, bid_ids)]
 
     def drain_changes(self) -> Changes:
@@ -792,7 +804,8 @@ class Matcher:
                 if amount > left:
                     amount = left
                 portfolio = buy.portfolio
-                room = buy.cap - taken.get(portfolio, 0)
+                have = taken.get(portfolio, 0)
+                room = buy.cap - have
                 if amount > room:
                     amount = room
                 ticket = buy.ticket
@@ -800,21 +813,12 @@ class Matcher:
                 if amount <= 0:
                     continue
                 count += 1
-                b = buy.offer
-                bid = Bid(
-                    prefix + str(count),
-                    b.buy_offer_id,
-                    portfolio,
-                    b.investor_id,
-                    amount,
-                    rate,
-                    lender_rate,
-                    margin,
-                )
+                bid_id = prefix + str(count)
+                bid = Bid(bid_id, buy.id, portfolio, buy.investor, amount, rate, lender_rate, margin)
                 bids.append(bid)
-                placed[bid.bid_id] = (bid, buy)
-                buy.placed[bid.bid_id] = sell
-                taken[portfolio] = taken.get(portfolio, 0) + amount
+                placed[bid_id] = (bid, buy)
+                buy.placed[bid_id] = sell
+                taken[portfolio] = have + amount
                 buy.remaining -= amount
                 if buy.remaining < ticket:
                     spent.append(buy)
@@ -822,7 +826,7 @@ class Matcher:
                 if left < floor:
                     break
             for buy in spent:
-                queue.pop(buy.offer.buy_offer_id, None)
+                queue.pop(buy.id, None)
             if left < floor:
                 break
         if not bids:
