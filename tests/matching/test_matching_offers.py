@@ -10,6 +10,7 @@ from tranche.intake.loan import Borrower, Loan, LoanStatus, ScheduleType
 from tranche.matching.book import Matcher
 from tranche.matching.errors import InvalidOfferError
 from tranche.matching.events import BidsRolledBack, OfferMatched
+from tranche.matching.handlers import LoanOffers
 from tranche.matching.offers import MarginSchedule, RetainedShares, sell_offer_for, sellable_amount
 from tranche.matching.record import InMemoryMatchingRecord
 from tranche.matching.service import MatchingService
@@ -89,3 +90,17 @@ def test_a_repaid_loan_is_never_sold_after_its_withdrawal_was_received() -> None
     service.replace_loan(offer.offer_id, None, "repaid")
     events = service.place_buys([buy(amount=1_000_000, cap=1_000_000)])
     assert events == []
+
+
+def test_an_assessed_new_version_replaces_the_loans_live_offer_and_leaving_active_withdraws_it() -> None:
+    service = MatchingService(Matcher(), InMemoryMatchingRecord())
+    offers = LoanOffers(service, MarginSchedule(), RetainedShares())
+    assert offers.assessed(loan(), 1, "A") == []  # no demand: the offer rests
+    assert service.matcher.live_offer_of("len_es", "L-1") == "len_es/L-1/v1"
+    offers.assessed(loan(outstanding_principal=600_000), 2, "B")
+    assert service.matcher.live_offer_of("len_es", "L-1") == "len_es/L-1/v2"
+    assert service.matcher.sell_remaining("len_es/L-1/v2") == 540_000
+    assert not service.matcher.has_sell("len_es/L-1/v1")
+    offers.left_active("len_es", ["L-1"], "repaid")
+    assert service.matcher.live_offer_of("len_es", "L-1") is None
+    assert service.place_buys([buy(amount=1_000_000, cap=1_000_000)]) == []

@@ -374,6 +374,7 @@ class Matcher:
     def __init__(self) -> None:
         self._markets: dict[str, _Market] = {}
         self._sells: dict[str, _Sell] = {}
+        self._by_loan: dict[tuple[str, str], str] = {}  # (lender, loan) -> its live offer
         self._buys: dict[str, _Buy] = {}
         self._withdrawn: set[str] = set()
         self._seq = 0
@@ -386,6 +387,7 @@ class Matcher:
         self._check_sell(offer)
         sell = _Sell(offer, self._next_seq())
         self._sells[offer.offer_id] = sell
+        self._by_loan[(offer.lender_id, offer.loan_id)] = offer.offer_id
         self._changes.sells.append((sell.seq, offer))
         market = self._market(offer.currency)
         events: list[Event] = []
@@ -437,6 +439,7 @@ class Matcher:
         events: list[Event] = []
         freed = self._roll_back(market, sell, list(sell.placed.values()), reason, events)
         del self._sells[offer_id]
+        self._forget_loan(sell.offer)
         self._withdrawn.add(offer_id)
         self._changes.withdrawn.append(offer_id)
         self._offer_resting(market, freed, events)
@@ -523,6 +526,10 @@ class Matcher:
             raise UnknownOfferError(f"no buy offer {buy_offer_id}", record=buy_offer_id)
         return buy.remaining
 
+    def live_offer_of(self, lender_id: str, loan_id: str) -> str | None:
+        """The id of the loan's live sell offer (its latest version still in the books), if any."""
+        return self._by_loan.get((lender_id, loan_id))
+
     def has_sell(self, offer_id: str) -> bool:
         """True while the sell offer is live (not sold out and settled, not withdrawn)."""
         return offer_id in self._sells
@@ -573,6 +580,7 @@ class Matcher:
         for seq, offer in state.sells:
             sell = _Sell(offer, seq)
             matcher._sells[offer.offer_id] = sell
+            matcher._by_loan[(offer.lender_id, offer.loan_id)] = offer.offer_id
             matcher._market(offer.currency)
             top = max(top, seq)
         for seq, buy_offer in state.buys:
@@ -922,9 +930,15 @@ class Matcher:
         )
         return freed
 
+    def _forget_loan(self, offer: SellOffer) -> None:
+        key = (offer.lender_id, offer.loan_id)
+        if self._by_loan.get(key) == offer.offer_id:
+            del self._by_loan[key]
+
     def _maybe_finish_sell(self, sell: _Sell) -> None:
         if sell.remaining <= 0 and not sell.placed and self._sells.get(sell.offer.offer_id) is sell:
             del self._sells[sell.offer.offer_id]
+            self._forget_loan(sell.offer)
             self._changes.finished.append(sell.offer.offer_id)
 
     def _maybe_finish_buy(self, buy: _Buy) -> None:
