@@ -23,6 +23,7 @@ from tranche.bus.errors import (
     RemoteError,
     RequestTimeoutError,
 )
+from tranche.ledger.errors import OverdraftError, UnbalancedLedgerError
 from tranche.matching.errors import (
     DuplicateOfferError,
     InvalidOfferError,
@@ -63,6 +64,8 @@ STATUS_BY_ERROR: list[tuple[type[TrancheError], int]] = [
     (DuplicateOfferError, 409),
     (OfferWithdrawnError, 409),
     (InvalidOfferError, 422),
+    (OverdraftError, 409),
+    (UnbalancedLedgerError, 500),
 ]
 
 
