@@ -47,7 +47,6 @@ from tranche.matching.criteria import Criteria, LoanTraits
 from tranche.matching.errors import (
     DuplicateOfferError,
     InvalidOfferError,
-    MarketMismatchError,
     OfferWithdrawnError,
     UnknownOfferError,
 )
@@ -662,7 +661,7 @@ class Matcher:
         if offer.amount < 0:
             raise InvalidOfferError("amount is negative", record=record, field="amount")
         if offer.criteria.lenders_in is not None and not offer.criteria.lenders_in:
-            raise MarketMismatchError(
+            raise InvalidOfferError(
                 "lenders_in is empty: nothing can match", record=record, field="lenders_in"
             )
 

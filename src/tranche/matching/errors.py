@@ -7,7 +7,6 @@
         ├── UnknownOfferError          an offer id the matcher does not hold
         ├── DuplicateOfferError        an offer id added twice
         ├── OfferWithdrawnError        a withdrawn (or repaid) loan's offer was asked to sell or confirm
-        ├── MarketMismatchError        an offer whose amounts or rules contradict its market
         └── InvalidOfferError          an offer whose own fields break a rule (negative amount, zero ticket)
 """
 
@@ -38,12 +37,6 @@ class OfferWithdrawnError(MatchingError):
     """The offer was withdrawn (the loan changed, was withdrawn or repaid): it can never be sold again."""
 
     code = "offer_withdrawn"
-
-
-class MarketMismatchError(MatchingError):
-    """The offer does not fit the market it was sent to (another currency)."""
-
-    code = "market_mismatch"
 
 
 class InvalidOfferError(MatchingError):
