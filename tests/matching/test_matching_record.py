@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 
 import pytest
@@ -9,8 +10,9 @@ from matching_factories import buy, sell
 from sqlalchemy import Engine
 
 from tranche.matching.adapters import SqlMatchingRecord
-from tranche.matching.book import Matcher
+from tranche.matching.book import Changes, Event, Matcher
 from tranche.matching.criteria import Criteria
+from tranche.matching.errors import OfferWithdrawnError
 from tranche.matching.events import OfferMatched
 from tranche.matching.record import InMemoryMatchingRecord, MatchingRecord
 from tranche.matching.service import MatchingService
@@ -59,6 +61,43 @@ class RecordContract:
         assert events == twin.offer_loan(late)
         assert [e for e in events if isinstance(e, OfferMatched)]
         assert MatchingService.rebuild(record).matcher.snapshot() == restarted.matcher.snapshot()
+
+    def test_a_redelivered_offer_changes_nothing_and_a_withdrawn_one_is_refused_after_a_restart(
+        self, record: MatchingRecord
+    ) -> None:
+        live = MatchingService(Matcher(), record)
+        trade(live)
+        restarted = MatchingService.rebuild(record)
+        before = restarted.matcher.snapshot()
+        assert restarted.offer_loan(sell(amount=30_000, offer_id="s1")) == []
+        assert restarted.place_buys([buy(amount=70_000, offer_id="b1")]) == []
+        assert restarted.matcher.snapshot() == before
+        with pytest.raises(OfferWithdrawnError):
+            restarted.offer_loan(sell(amount=10_000, offer_id="s3"))
+
+
+class FailingRecord(InMemoryMatchingRecord):
+    """Fails the next save, as a database that went away would."""
+
+    fail = False
+
+    def save(self, changes: Changes, events: Sequence[Event]) -> None:
+        if self.fail:
+            self.fail = False
+            raise ConnectionError("the database went away")
+        super().save(changes, events)
+
+
+def test_when_the_record_cannot_be_written_the_books_go_back_to_what_it_holds() -> None:
+    record = FailingRecord()
+    service = MatchingService(Matcher(), record)
+    trade(service)
+    before = service.matcher.snapshot()
+    record.fail = True
+    with pytest.raises(ConnectionError):
+        service.offer_loan(sell(amount=40_000, offer_id="lost", country="ES"))
+    assert service.matcher.snapshot() == before
+    assert [e for e in service.offer_loan(sell(amount=40_000, offer_id="lost", country="ES"))]
 
 
 class TestInMemoryMatchingRecord(RecordContract):

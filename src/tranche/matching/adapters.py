@@ -12,6 +12,7 @@ from sqlalchemy import Engine, Row, bindparam, or_, select, update
 from tranche.matching.book import BidRecord, BuyOffer, Changes, DurableState, Event, SellOffer
 from tranche.matching.criteria import Criteria, LoanTraits
 from tranche.matching.events import Bid, BidsRolledBack, LoanFunded, OfferMatched
+from tranche.matching.record import OfferStatus
 from tranche.matching.tables import bids, buy_offers, sell_offers
 
 
@@ -51,6 +52,24 @@ class SqlMatchingRecord:
                     conn.execute(
                         update(buy_offers).where(buy_offers.c.buy_offer_id.in_(ids)).values(status=status)
                     )
+
+    def statuses(self, offer_ids: Sequence[str]) -> dict[str, OfferStatus]:
+        ids = list(offer_ids)
+        if not ids:
+            return {}
+        found: dict[str, OfferStatus] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(
+                select(sell_offers.c.offer_id, sell_offers.c.status).where(sell_offers.c.offer_id.in_(ids))
+            ):
+                found[row.offer_id] = row.status
+            for row in conn.execute(
+                select(buy_offers.c.buy_offer_id, buy_offers.c.status).where(
+                    buy_offers.c.buy_offer_id.in_(ids)
+                )
+            ):
+                found[row.buy_offer_id] = row.status
+        return found
 
     def load(self) -> DurableState:
         with self.engine.connect() as conn:

@@ -26,6 +26,10 @@ class MatchingRecord(Protocol):
         """The open offers in arrival order and every bid that touches one of them."""
         ...
 
+    def statuses(self, offer_ids: Sequence[str]) -> dict[str, OfferStatus]:
+        """The recorded status of those of these offers (sell or buy) that were ever recorded."""
+        ...
+
 
 class InMemoryMatchingRecord:
     """The record kept in dicts: for tests and for running without a store."""
@@ -60,6 +64,15 @@ class InMemoryMatchingRecord:
                 else:
                     bseq, buy, _ = self.buys[offer_id]
                     self.buys[offer_id] = (bseq, buy, status)  # type: ignore[assignment]
+
+    def statuses(self, offer_ids: Sequence[str]) -> dict[str, OfferStatus]:
+        found: dict[str, OfferStatus] = {}
+        for offer_id in offer_ids:
+            if offer_id in self.sells:
+                found[offer_id] = self.sells[offer_id][2]
+            elif offer_id in self.buys:
+                found[offer_id] = self.buys[offer_id][2]
+        return found
 
     def load(self) -> DurableState:
         sells = sorted((seq, s) for seq, s, status in self.sells.values() if status == "open")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tranche.matching.book import BuyOffer, Event, Matcher, SellOffer
+from tranche.matching.errors import OfferWithdrawnError
 from tranche.matching.record import MatchingRecord
 
 
@@ -22,10 +23,22 @@ class MatchingService:
         return cls(Matcher.restore(record.load()), record)
 
     def _step(self, events: list[Event]) -> list[Event]:
-        self.record.save(self.matcher.drain_changes(), events)
+        try:
+            self.record.save(self.matcher.drain_changes(), events)
+        except Exception:
+            # the books ran ahead of the record: go back to what the record holds, then let the caller retry
+            self.matcher = Matcher.restore(self.record.load())
+            raise
         return events
 
     def offer_loan(self, offer: SellOffer) -> list[Event]:
+        """Offer a loan version. A redelivered offer the record already holds changes nothing (it returns no
+        events); one that was withdrawn raises :class:`OfferWithdrawnError` and is never sold."""
+        known = self.record.statuses([offer.offer_id]).get(offer.offer_id)
+        if known == "withdrawn":
+            raise OfferWithdrawnError(f"sell offer {offer.offer_id} was withdrawn", record=offer.offer_id)
+        if known is not None:
+            return []
         return self._step(self.matcher.add_sell(offer))
 
     def replace_loan(self, old_offer_id: str | None, offer: SellOffer | None, reason: str) -> list[Event]:
@@ -34,7 +47,7 @@ class MatchingService:
         events: list[Event] = []
         if old_offer_id is not None and self.matcher.has_sell(old_offer_id):
             events += self.matcher.withdraw_sell(old_offer_id, reason)
-        if offer is not None:
+        if offer is not None and offer.offer_id not in self.record.statuses([offer.offer_id]):
             events += self.matcher.add_sell(offer)
         return self._step(events)
 
@@ -42,7 +55,10 @@ class MatchingService:
         return self._step(self.matcher.withdraw_sell(offer_id, reason))
 
     def place_buys(self, offers: Iterable[BuyOffer]) -> list[Event]:
-        return self._step(self.matcher.add_buys(offers))
+        """Place buy offers; any the record already holds (a redelivery) are left out."""
+        offers = list(offers)
+        known = self.record.statuses([o.buy_offer_id for o in offers])
+        return self._step(self.matcher.add_buys(o for o in offers if o.buy_offer_id not in known))
 
     def withdraw_buys(self, buy_offer_ids: Iterable[str], reason: str) -> list[Event]:
         events: list[Event] = []
