@@ -16,6 +16,7 @@
         ├── PendingTransferExpiredError         the pending transfer timed out before it was posted
         ├── PostExceedsPendingError             a post for more than was reserved
         ├── LinkedTransferFailedError           another transfer of the same linked chain failed
+        ├── ReservationNotFoundError (NotFoundError)  a funded or rolled-back bid the ledger never reserved
         └── UnbalancedLedgerError               the database found a currency whose balances do not sum to zero
 
 Each error names the record at fault (``record``: an account id or a transfer id) and, where it helps, the
@@ -128,3 +129,10 @@ class UnbalancedLedgerError(LedgerError):
     """The database refused a batch because some currency's balances no longer sum to zero."""
 
     code = "unbalanced"
+
+
+class ReservationNotFoundError(LedgerError, NotFoundError):
+    """A funded or rolled-back bid has no reservation in the ledger (yet: its ``OfferMatched`` may still be on
+    its way, so a handler lets the event be delivered again)."""
+
+    code = "reservation_not_found"

@@ -32,7 +32,7 @@ from tranche.ledger.chart import Code
 from tranche.ledger.distribution import Holder, split_payment
 from tranche.ledger.domain import Account, BatchPlan, Outcome, Phase, Transfer, TransferResult
 from tranche.ledger.drift import DriftAggregator, PortfolioDrifted
-from tranche.ledger.errors import InvalidTransferError, LedgerError
+from tranche.ledger.errors import InvalidTransferError, LedgerError, ReservationNotFoundError
 from tranche.matching.events import BidsRolledBack, LoanFunded, OfferMatched
 from tranche.shared.clock import Clock
 from tranche.shared.money import Money
@@ -386,7 +386,7 @@ class LedgerService:
         plan = self._transaction([], build, record)
         outcome = self._bids_outcome(ordered, plan)
         missing = {
-            b: InvalidTransferError(f"bid {b} has no reservation in the ledger", record=b, field="bid_id")
+            b: ReservationNotFoundError(f"bid {b} has no reservation in the ledger", record=b, field="bid_id")
             for b in bid_ids
             if b not in found
         }
