@@ -54,6 +54,8 @@ class PortfolioStoreContract:
                 FillRow("bid_2", "bo_2", "pf_1", "risky", 5_000),
             ]
         )
+        store.add_fills([FillRow("bid_1", "bo_1", "pf_1", "safe", 10_000)])  # redelivered: recorded once
+        assert len(store.fills("pf_1")) == 2
         assert set(store.owners(["bo_1", "bo_x"])) == {"bo_1"}
         assert store.set_fill_status(["bid_1"], "confirmed") == {"pf_1"}
         store.set_fill_status(["bid_2"], "rolled_back")

@@ -119,6 +119,16 @@ class SqlPortfolioStore:
         if not rows:
             return
         with self.engine.begin() as conn:
+            # a redelivered match is recorded once
+            seen = {
+                row.bid_id
+                for row in conn.execute(
+                    select(fills.c.bid_id).where(fills.c.bid_id.in_([r.bid_id for r in rows]))
+                )
+            }
+            rows = [r for r in rows if r.bid_id not in seen]
+            if not rows:
+                return
             conn.execute(
                 fills.insert(),
                 [
