@@ -181,6 +181,7 @@ class _Sell:
         "by_portfolio",
         "confirmed",
         "investor_rate",
+        "mask",
         "match_count",
         "offer",
         "placed",
@@ -202,6 +203,7 @@ class _Sell:
         self.bid_count = 0
         self.match_count = 0
         self.resting = False
+        self.mask = 0  # set while resting: the queues that accept it
 
 
 def _in_range(value: int, low: int | None, high: int | None) -> bool:
@@ -246,6 +248,10 @@ class _Market:
         self.by_mask: dict[int, list[_Demand]] = {}
         self.resting: dict[str, _Sell] = {}
         self.aon: dict[str, _Sell] = {}
+        # resting loans (both kinds) by the bit set of the queues that accept them, so that arriving demand
+        # finds the loans it accepts without looking at the others; rebuilt lazily when bits change
+        self.index: dict[int, dict[str, _Sell]] = {}
+        self.index_stale = False
         # a loan's remainder below every ticket ever seen cannot be sold: the fill loop stops there
         self.smallest_ticket: int | None = None
 
@@ -269,13 +275,29 @@ class _Market:
         for cache in self.dimension_masks:
             cache.clear()
         self.by_mask.clear()
+        self.index.clear()
+        self.index_stale = True
         return created
 
     def queues_for(self, traits: LoanTraits) -> list[_Demand]:
-        """The demand queues whose criteria accept this loan (ignoring the rate), most demanding first.
+        """The demand queues whose criteria accept this loan (ignoring the rate), most demanding first."""
+        mask = self.mask_of(traits)
+        queues = self.by_mask.get(mask)
+        if queues is None:
+            queues = []
+            rest = mask
+            while rest:
+                low = rest & -rest
+                queues.append(self.by_bit[low.bit_length() - 1])
+                rest ^= low
+            self.by_mask[mask] = queues
+        return queues
+
+    def mask_of(self, traits: LoanTraits) -> int:
+        """The bit set of the queues whose criteria accept this loan (ignoring the rate).
 
         Each dimension maps the loan's value (or, for ranges, the interval between cuts it falls in) to the
-        bit set of queues that accept it; the loan's queues are the AND of its seven bit sets.
+        bit set of queues that accept it; the loan's bit set is the AND of its seven.
         """
         masks = self.dimension_masks
         age, score, income, term = self.cuts
@@ -296,16 +318,27 @@ class _Market:
             mask &= bits
             if not mask:
                 break
-        queues = self.by_mask.get(mask)
-        if queues is None:
-            queues = []
-            rest = mask
-            while rest:
-                low = rest & -rest
-                queues.append(self.by_bit[low.bit_length() - 1])
-                rest ^= low
-            self.by_mask[mask] = queues
-        return queues
+        return mask
+
+    def resting_accepted_by(self, demands: Iterable[_Demand]) -> list[_Sell]:
+        """The resting loans (both kinds) that any of these queues accepts, oldest first."""
+        if self.index_stale:
+            self.index_stale = False
+            for sell in (*self.resting.values(), *self.aon.values()):
+                self._index(sell)
+        bits = 0
+        for demand in demands:
+            bits |= 1 << demand.bit
+        found = [sell for mask, group in self.index.items() if mask & bits for sell in group.values()]
+        found.sort(key=_sell_seq)
+        return found
+
+    def _index(self, sell: _Sell) -> None:
+        sell.mask = self.mask_of(sell.traits)
+        group = self.index.get(sell.mask)
+        if group is None:
+            group = self.index[sell.mask] = {}
+        group[sell.offer.offer_id] = sell
 
     def _dimension_mask(self, dimension: int, t: LoanTraits) -> int:
         mask = 0
@@ -333,6 +366,8 @@ class _Market:
         if sell.resting or sell.remaining <= 0:
             return
         sell.resting = True
+        if not self.index_stale:
+            self._index(sell)
         if sell.offer.all_or_nothing:
             _insert_by_seq(self.aon, sell)
             return
@@ -343,6 +378,11 @@ class _Market:
             return
         sell.resting = False
         offer_id = sell.offer.offer_id
+        if not self.index_stale:
+            group = self.index[sell.mask]
+            del group[offer_id]
+            if not group:
+                del self.index[sell.mask]
         if sell.offer.all_or_nothing:
             del self.aon[offer_id]
             return
@@ -863,10 +903,14 @@ class Matcher:
                 only.setdefault(buy.demand, []).append(buy)
         if not only:
             return
-        if market.aon:
-            self._retry_all_or_nothing(market, only, events)
+        accepted = market.resting_accepted_by(only)
+        whole = [sell for sell in accepted if sell.offer.all_or_nothing]
+        if whole:
+            self._retry_all_or_nothing(market, whole, events)
         sold_out: list[_Sell] = []
-        for sell in market.resting.values():
+        for sell in accepted:
+            if sell.offer.all_or_nothing or not sell.resting:
+                continue
             self._sell_partial(market, sell, market.queues_for(sell.traits), only, events)
             if sell.remaining <= 0:
                 sold_out.append(sell)
@@ -874,23 +918,19 @@ class Matcher:
             market.unrest(sell)
             self._maybe_finish_sell(sell)
 
-    def _retry_all_or_nothing(
-        self, market: _Market, only: dict[_Demand, list[_Buy]], events: list[Event]
-    ) -> None:
-        """Try the resting all-or-nothing loans that arriving demand accepts, most sellable first."""
+    def _retry_all_or_nothing(self, market: _Market, candidates: list[_Sell], events: list[Event]) -> None:
+        """Try resting all-or-nothing loans that arriving demand accepts, most sellable first."""
         ranked: list[tuple[int, int, _Sell]] = []
         capacities: dict[_Demand, int] = {}
-        for sell in market.aon.values():
+        for sell in candidates:
             coverage = 0
-            fresh = False
             for demand in market.queues_for(sell.traits):
                 if demand.min_rate <= sell.investor_rate:
                     capacity = capacities.get(demand)
                     if capacity is None:
                         capacity = capacities[demand] = demand.capacity()
                     coverage += capacity
-                    fresh = fresh or demand in only
-            if fresh and coverage >= sell.remaining > 0:
+            if coverage >= sell.remaining > 0:
                 ranked.append((-(coverage * 1_000_000 // sell.remaining), sell.seq, sell))
         ranked.sort(key=lambda item: (item[0], item[1]))
         for _, _, sell in ranked:
