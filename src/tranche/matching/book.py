@@ -6,17 +6,19 @@ and bids is kept by the caller, and :meth:`Matcher.restore` rebuilds the same bo
 How the book is laid out, and why
 ---------------------------------
 Demand is grouped by *criteria*: every buy offer whose bucket asks the same thing (criteria include the
-investor's minimum rate) waits in one FIFO queue, a :class:`_Demand`. The integer dimensions of all live
-criteria (borrower age, credit score, income, term) are cut at every range boundary; a loan's *cell* is its
-country, risk group, lender and the interval it falls in on each cut dimension. All loans of one cell get the
-same answer from every criteria, so the list of demand queues that accept a cell is computed once and cached
-(the cache is dropped when new criteria bring new boundaries). A new sell offer therefore looks at the queues
-that accept it, never at the buy offers that do not.
+investor's minimum rate) waits in one FIFO queue, a :class:`_Demand`, and each queue of a market owns one bit,
+ranked most demanding first. A loan has seven dimensions (country, risk group, lender, borrower age, credit
+score, income, term); the integer ones are cut at every range boundary of the live criteria. For each
+dimension the book caches, per value (or per interval between cuts), the bit set of the queues that accept
+it; a loan's *mask* is the AND of its seven bit sets, i.e. exactly the queues that accept it, and the list of
+queues of each mask is cached too. So a new sell offer costs four bisections, seven dictionary lookups and an
+AND before it meets the demand that accepts it, and never looks at demand that does not. New criteria renumber
+the bits: the caches are dropped and refilled lazily.
 
-Unsold loans rest in arrival order, partial-funding and all-or-nothing ones apart. When demand arrives (new
-buy offers, or demand given back by a rollback) only that demand is offered the resting loans: each resting
-loan is looked at through its cached cell, and only the arriving buy offers among the queues that accept it
-are tried, so the demand that had already been offered the loan is not walked again.
+Unsold loans rest in arrival order, partial-funding and all-or-nothing ones apart, and are indexed by their
+mask. When demand arrives (new buy offers, or demand given back by a rollback) the OR of the arriving queues'
+bits picks the resting loans any of them accepts; only those loans, and only the arriving buy offers, are
+tried, so demand that had already been offered a loan is not walked again.
 
 Priorities
 ----------
