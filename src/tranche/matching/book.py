@@ -184,6 +184,7 @@ class _Sell:
         "confirmed",
         "investor_rate",
         "mask",
+        "mask_generation",
         "match_count",
         "offer",
         "placed",
@@ -205,14 +206,15 @@ class _Sell:
         self.bid_count = 0
         self.match_count = 0
         self.resting = False
-        self.mask = 0  # set while resting: the queues that accept it
+        self.mask = 0  # the queues that accept it, as of the market's generation mask_generation
+        self.mask_generation = -1
 
 
 def _in_range(value: int, low: int | None, high: int | None) -> bool:
     return (low is None or value >= low) and (high is None or value <= high)
 
 
-# One test per dimension of a loan, in the order of the keys in _Market.queues_for.
+# One test per dimension of a loan, in the order of the keys in _Market.mask_of.
 _DIMENSIONS: tuple[Callable[[Criteria, LoanTraits], bool], ...] = (
     lambda c, t: c.countries is None or t.country in c.countries,
     lambda c, t: c.risk_groups is None or t.risk_group in c.risk_groups,
@@ -254,6 +256,7 @@ class _Market:
         # finds the loans it accepts without looking at the others; rebuilt lazily when bits change
         self.index: dict[int, dict[str, _Sell]] = {}
         self.index_stale = False
+        self.generation = 0  # moves on whenever the bits are renumbered
         # a loan's remainder below every ticket ever seen cannot be sold: the fill loop stops there
         self.smallest_ticket: int | None = None
 
@@ -279,11 +282,15 @@ class _Market:
         self.by_mask.clear()
         self.index.clear()
         self.index_stale = True
+        self.generation += 1
         return created
 
-    def queues_for(self, traits: LoanTraits) -> list[_Demand]:
+    def queues_of(self, sell: _Sell) -> list[_Demand]:
         """The demand queues whose criteria accept this loan (ignoring the rate), most demanding first."""
-        mask = self.mask_of(traits)
+        if sell.mask_generation != self.generation:
+            sell.mask = self.mask_of(sell.traits)
+            sell.mask_generation = self.generation
+        mask = sell.mask
         queues = self.by_mask.get(mask)
         if queues is None:
             queues = []
@@ -336,7 +343,9 @@ class _Market:
         return found
 
     def _index(self, sell: _Sell) -> None:
-        sell.mask = self.mask_of(sell.traits)
+        if sell.mask_generation != self.generation:
+            sell.mask = self.mask_of(sell.traits)
+            sell.mask_generation = self.generation
         group = self.index.get(sell.mask)
         if group is None:
             group = self.index[sell.mask] = {}
@@ -805,9 +814,9 @@ class Matcher:
 
     def _sell_to_demand(self, market: _Market, sell: _Sell, events: list[Event]) -> None:
         if not sell.offer.all_or_nothing:
-            self._sell_partial(market, sell, market.queues_for(sell.traits), None, events)
+            self._sell_partial(market, sell, market.queues_of(sell), None, events)
             return
-        fills = self._allocate(market, sell, market.queues_for(sell.traits))
+        fills = self._allocate(market, sell, market.queues_of(sell))
         if sum(amount for _, amount in fills) == sell.remaining:
             self._apply(market, sell, fills, events)
 
@@ -913,7 +922,7 @@ class Matcher:
         for sell in accepted:
             if sell.offer.all_or_nothing or not sell.resting:
                 continue
-            self._sell_partial(market, sell, market.queues_for(sell.traits), only, events)
+            self._sell_partial(market, sell, market.queues_of(sell), only, events)
             if sell.remaining <= 0:
                 sold_out.append(sell)
         for sell in sold_out:
@@ -926,7 +935,7 @@ class Matcher:
         capacities: dict[_Demand, int] = {}
         for sell in candidates:
             coverage = 0
-            for demand in market.queues_for(sell.traits):
+            for demand in market.queues_of(sell):
                 if demand.min_rate <= sell.investor_rate:
                     capacity = capacities.get(demand)
                     if capacity is None:
@@ -936,7 +945,7 @@ class Matcher:
                 ranked.append((-(coverage * 1_000_000 // sell.remaining), sell.seq, sell))
         ranked.sort(key=lambda item: (item[0], item[1]))
         for _, _, sell in ranked:
-            fills = self._allocate(market, sell, market.queues_for(sell.traits))
+            fills = self._allocate(market, sell, market.queues_of(sell))
             if sum(amount for _, amount in fills) == sell.remaining:
                 self._apply(market, sell, fills, events)
                 market.unrest(sell)
