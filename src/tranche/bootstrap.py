@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine
 
+from tranche.assessment.projectors import CashflowProjector, make_cashflow_projector
+from tranche.assessment.stage import ASSESS, AssessStage
 from tranche.bus import Bus, EventCodec, connect
 from tranche.bus.outbox import OutboxRelay, add_to_outbox
 from tranche.config import Settings
 from tranche.intake import events as intake_events
 from tranche.intake.archive import Archive, LocalArchive
+from tranche.intake.assessing import assess_stage, load_versions, report_refused
 from tranche.intake.parsing import InlineParser, ProcessPoolParser, SliceParser
 from tranche.intake.service import Intake
 from tranche.intake.stages import IntakeStages
@@ -39,6 +42,7 @@ class Container:
     archive: Archive
     intake: Intake
     intake_stages: IntakeStages
+    projector: CashflowProjector
     pipelines: list[Pipeline]
     runner: PipelineRunner
     bus: Bus
@@ -82,6 +86,7 @@ class Container:
         if self._workers_started:
             self.runner.stop()
         self.intake_stages.parser.close()
+        self.projector.close()
         self.engine.dispose()
 
 
@@ -117,8 +122,11 @@ def bootstrap(
         parser=parser,
         # One more thread than parsing processes: while they parse, it looks up and writes.
         diff_concurrency=settings.parse_processes + 1,
+        next_stage=ASSESS,
     )
-    pipelines = [intake_stages.pipeline()]
+    projector = make_cashflow_projector(settings.cashflow_url)
+    assess = AssessStage(engine, projector, clock, load_versions, report_errors=report_refused)
+    pipelines = [intake_stages.pipeline(more=[assess_stage(assess)])]
     runner = PipelineRunner(
         engine, pipelines, clock=clock, overrides=overrides_from_env(os.environ), partitions=settings.lenders
     )
@@ -129,6 +137,7 @@ def bootstrap(
         archive=archive,
         intake=Intake(engine, archive, clock),
         intake_stages=intake_stages,
+        projector=projector,
         pipelines=pipelines,
         runner=runner,
         bus=connect(settings.bus_url),

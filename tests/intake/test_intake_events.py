@@ -16,16 +16,27 @@ from tranche.intake.tape import TapeFormat
 
 def doc(loan_id: str, **changes: object) -> bytes:
     base: dict[str, object] = {
-        "loan_id": loan_id, "status": "active", "currency": "EUR", "principal": "900.00",
-        "outstanding_principal": "900.00", "interest_rate": "0.06", "term_months": 6, "schedule_type": "linear",
-        "issue_date": "2026-06-01", "borrower": {"country": "PT", "age": 33, "income_monthly": "1900", "credit_score": 640},
+        "loan_id": loan_id,
+        "status": "active",
+        "currency": "EUR",
+        "principal": "900.00",
+        "outstanding_principal": "900.00",
+        "interest_rate": "0.06",
+        "term_months": 6,
+        "schedule_type": "linear",
+        "issue_date": "2026-06-01",
+        "borrower": {"country": "PT", "age": 33, "income_monthly": "1900", "credit_score": 640},
     }
     base.update(changes)
     return bson.encode(base)
 
 
-def test_intake_publishes_its_events_through_the_outbox_to_subscribers(database_url: str, tmp_path: Path) -> None:
-    container = bootstrap(replace(Settings(), database_url=database_url, archive_dir=tmp_path, log_level="WARNING"))
+def test_intake_publishes_its_events_through_the_outbox_to_subscribers(
+    database_url: str, tmp_path: Path
+) -> None:
+    container = bootstrap(
+        replace(Settings(), database_url=database_url, archive_dir=tmp_path, log_level="WARNING")
+    )
     with container.engine.begin() as conn:
         register_lender(conn, "acme", "Acme", at=container.clock.now())
     received: list[object] = []
@@ -39,7 +50,9 @@ def test_intake_publishes_its_events_through_the_outbox_to_subscribers(database_
         await container.bus.subscribe("loan.acme.*", collect, group="test-collector")
         container.intake.receive("acme", TapeFormat.BSON, [doc("A") + doc("B") + doc("C", currency="XYZ")])
         await asyncio.to_thread(container.runner.run_until_idle)
-        container.intake.receive("acme", TapeFormat.BSON, [doc("A", status="repaid", outstanding_principal="0")])
+        container.intake.receive(
+            "acme", TapeFormat.BSON, [doc("A", status="repaid", outstanding_principal="0")]
+        )
         await asyncio.to_thread(container.runner.run_until_idle)
         for _ in range(200):
             if len(received) >= 3:

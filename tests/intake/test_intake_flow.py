@@ -61,6 +61,8 @@ def test_a_new_tape_lists_every_loan_once(rig: IntakeRig, tmp_path: Path) -> Non
         "unchanged": 0,
         "withdrawn": 0,
         "invalid": 0,
+        "assessed": 180,
+        "not_assessed": 0,
     }
     assert status["slices"] == 4
 

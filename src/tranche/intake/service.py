@@ -21,9 +21,18 @@ from tranche.intake.errors import (
     UnsupportedTapeFormatError,
 )
 from tranche.intake.stages import READ
-from tranche.intake.tables import batch_errors, batch_reads, batch_runs, batches, loan_versions, slice_results
+from tranche.intake.tables import (
+    assess_results,
+    batch_errors,
+    batch_reads,
+    batch_runs,
+    batches,
+    loan_versions,
+    slice_results,
+)
 from tranche.intake.tape import TapeFormat
 from tranche.pipeline import NewItem, enqueue
+from tranche.pipeline.tables import pipeline_items
 from tranche.shared.clock import Clock
 from tranche.shared.ids import new_id
 from tranche.store.engine import reading
@@ -214,11 +223,30 @@ class Intake:
             errors = conn.execute(
                 select(func.count()).where(batch_errors.c.batch_id == batch_id, batch_errors.c.run == run)
             ).scalar_one()
+            assessed = conn.execute(
+                select(
+                    func.coalesce(func.sum(assess_results.c.assessed), 0),
+                    func.coalesce(func.sum(assess_results.c.refused), 0),
+                ).where(assess_results.c.batch_id == batch_id, assess_results.c.run == run)
+            ).one()
+            items = dict(
+                conn.execute(
+                    select(pipeline_items.c.status, func.count())
+                    .where(pipeline_items.c.trace_key == batch_id)
+                    .group_by(pipeline_items.c.status)
+                )
+                .tuples()
+                .all()
+            )
         slices_done = int(sums[0])
         counts = {name: int(value) for name, value in zip(COUNTS, sums[1:], strict=True)}
+        counts["assessed"], counts["not_assessed"] = int(assessed[0]), int(assessed[1])
+        waiting = sum(items.get(s, 0) for s in ("ready", "leased", "retry_wait"))
         if read is None:
             status = "reading"
-        elif slices_done < read.slices:
+        elif items.get("parked", 0):
+            status = "stalled"  # an item ran out of attempts: an operator retries it (see /v1/pipeline)
+        elif slices_done < read.slices or waiting:
             status = "processing"
         else:
             status = "completed"
@@ -240,6 +268,7 @@ class Intake:
             "damaged": bool(read.damaged) if read is not None else False,
             "counts": counts,
             "errors": int(errors),
+            "work_items": items,
         }
 
     def batch_errors(

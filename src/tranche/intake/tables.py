@@ -118,3 +118,15 @@ loan_versions = Table(
     Column("body", LargeBinary, nullable=False),  # the document exactly as the lender sent it
     Index("ix_loan_versions_batch", "batch_id", "run"),
 )
+
+# Written once per slice by the assess stage, in the transaction that records its assessments.
+assess_results = Table(
+    "intake_assess_results",
+    metadata,
+    Column("batch_id", String(40), primary_key=True),
+    Column("run", Integer, primary_key=True),
+    Column("slice", Integer, primary_key=True),
+    Column("assessed", Integer, nullable=False),
+    Column("refused", Integer, nullable=False),
+    Column("done_at", DateTime(timezone=True), nullable=False),
+)

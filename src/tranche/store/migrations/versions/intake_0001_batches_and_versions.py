@@ -40,7 +40,7 @@ def upgrade() -> None:
         sa.Column("run", sa.Integer, primary_key=True),
         sa.Column("documents", sa.Integer, nullable=False),
         sa.Column("slices", sa.Integer, nullable=False),
-    sa.Column("damaged", sa.Boolean, nullable=False),
+        sa.Column("damaged", sa.Boolean, nullable=False),
         sa.Column("read_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_table(
@@ -101,6 +101,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("loan_versions", "intake_batch_errors", "intake_slice_results", "intake_batch_reads",
-                  "intake_batch_runs", "intake_batches"):
+    for table in (
+        "loan_versions",
+        "intake_batch_errors",
+        "intake_slice_results",
+        "intake_batch_reads",
+        "intake_batch_runs",
+        "intake_batches",
+    ):
         op.drop_table(table)
