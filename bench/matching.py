@@ -25,6 +25,7 @@ import argparse
 import gc
 import json
 import random
+import resource
 import sys
 import time
 from collections import deque
@@ -306,6 +307,7 @@ def main(argv: list[str]) -> int:
     loans, portfolios = (100_000, 1_000) if args.quick else (1_000_000, 10_000)
     result = run(loans, portfolios, args.seed)
     result["quick"] = args.quick
+    result["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     floor = result["floor"]
     assert isinstance(floor, dict)
     print(
@@ -334,6 +336,7 @@ def main(argv: list[str]) -> int:
             f"  {name:<26} fills {figures['fills']:>11,}  in {figures['seconds']} s"
             f" ({figures['cpu_seconds']} s CPU)"
         )
+    print(f"peak memory (MiB)      {result['max_rss_mib']:>12,}")
     out = Path(__file__).parent / "results" / "matching.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
