@@ -5,12 +5,14 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from trading_examples import example_draft
 from trading_market import offers
 
 from tranche.matching.book import Matcher
 from tranche.matching.criteria import Criteria
-from tranche.matching.events import OfferMatched
+from tranche.matching.events import BidsRolledBack, OfferMatched
 from tranche.matching.record import InMemoryMatchingRecord
 from tranche.matching.service import MatchingService
 from tranche.shared.clock import ManualClock
@@ -70,3 +72,42 @@ def test_the_75_25_example_ends_within_tolerance_of_its_target_on_a_multi_lender
     ]
     assert sum(b.amount for b in bought) >= view.invested
     assert all(b.amount <= 20_000 for b in bought)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), portfolios=st.integers(1, 6), loans=st.integers(50, 400))
+def test_no_portfolio_ever_commits_more_than_its_total_nor_more_than_its_cap_per_loan(
+    seed: int, portfolios: int, loans: int
+) -> None:
+    rng = random.Random(seed)
+    trading = TradingService(InMemoryPortfolioStore(), ManualClock())
+    market = Marketplace(
+        trading, MatchingService(Matcher(), InMemoryMatchingRecord()), settle=rng.random() < 0.7
+    )
+    created = [trading.create(f"inv_{n}", draft) for n, draft in enumerate(competitors(rng, portfolios))]
+    market.run()
+    for offer in offers(loans, seed=seed):
+        market.offer_loan(offer)
+        if rng.random() < 0.02:
+            victim = rng.choice(created)
+            if trading.get(victim.portfolio_id).status.value == "active":
+                market.changed(trading.pause(victim.portfolio_id), "portfolio paused")
+    per_loan: dict[tuple[str, str], int] = {}
+    live = {b.bid_id for e in market.events if isinstance(e, OfferMatched) for b in e.bids}
+    live -= {b for e in market.events if isinstance(e, BidsRolledBack) for b in e.bid_ids}
+    for event in market.events:
+        if isinstance(event, OfferMatched):
+            for bid in event.bids:
+                if bid.bid_id in live:
+                    key = (bid.portfolio_id, event.sell_offer_id)
+                    per_loan[key] = per_loan.get(key, 0) + bid.amount
+    for portfolio in created:
+        view = trading.view(portfolio.portfolio_id)
+        assert view.invested + view.wanted <= portfolio.total
+        held = sum(amount for (pid, _), amount in per_loan.items() if pid == portfolio.portfolio_id)
+        assert held == view.invested
+        assert all(
+            amount <= portfolio.max_per_loan
+            for (pid, _), amount in per_loan.items()
+            if pid == portfolio.portfolio_id
+        )

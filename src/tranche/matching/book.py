@@ -497,12 +497,12 @@ class Matcher:
 
     def withdraw_buy(self, buy_offer_id: str, reason: str) -> list[Event]:
         """Withdraw a bucket's demand (portfolio edited, paused or closed): roll back its unconfirmed bids
-        and sell the loans they were on again."""
+        and sell the loans they were on again. An offer the books no longer hold (withdrawn before, or filled
+        and settled) changes nothing."""
         buy = self._buys.get(buy_offer_id)
         if buy is None:
-            if buy_offer_id in self._withdrawn:
-                return []
-            raise UnknownOfferError(f"no buy offer {buy_offer_id}", record=buy_offer_id)
+            # already withdrawn, or filled and settled (then there is nothing left to undo)
+            return []
         market = self._markets[buy.offer.currency]
         market.dequeue(buy)
         del self._buys[buy_offer_id]
