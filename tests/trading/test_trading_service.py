@@ -94,3 +94,14 @@ def test_editing_a_portfolio_keeps_bucket_ids_by_name_and_bumps_the_version() ->
     assert change.portfolio.version == 2
     assert [b.bucket_id for b in change.portfolio.buckets] == [b.bucket_id for b in portfolio.buckets]
     assert len(change.withdraw) == 2
+
+
+def test_after_a_restart_offers_trading_issued_but_the_matcher_never_got_are_handed_over_once() -> None:
+    m = market()
+    portfolio = m.trading.create("inv_1", example_draft(total=1_000_000))
+    issued = m.trading.plan(portfolio.portfolio_id)  # the process stops before the matcher hears of them
+    assert m.matching.matcher.open_buy_ids() == []
+    m.resync()
+    assert sorted(m.matching.matcher.open_buy_ids()) == sorted(o.buy_offer_id for o in issued)
+    m.resync()  # a second time changes nothing
+    assert len(m.matching.matcher.open_buy_ids()) == len(issued)

@@ -39,6 +39,11 @@ class Marketplace:
         events = self._after(self.matching.withdraw_buys(change.withdraw, reason))
         return events + self.run([change.portfolio.portfolio_id])
 
+    def resync(self) -> list[Event]:
+        """After a restart: hand the matcher every open buy offer trading issued that it never recorded (the
+        process stopped between the two); those it holds are left as they are."""
+        return self._after(self.matching.place_buys(self.trading.open_buy_offers()))
+
     def run(self, portfolio_ids: Iterable[str] | None = None, max_rounds: int = 1_000) -> list[Event]:
         """Cycles of the gap analyzer (for all active portfolios, or those named) until none issues offers."""
         events: list[Event] = []

@@ -210,6 +210,30 @@ class TradingService:
             offers += self.plan(portfolio_id)
         return offers
 
+    def open_buy_offers(self) -> list[BuyOffer]:
+        """Every buy offer of an active portfolio that trading holds open, as it was issued (edits withdraw
+        open offers, so an open offer always belongs to its portfolio's current terms)."""
+        offers: list[BuyOffer] = []
+        for portfolio_id in self.store.active_ids():
+            portfolio = self.store.get(portfolio_id)
+            for row in self.store.offers(portfolio_id):
+                if row.status == "open" and row.portfolio_version == portfolio.version:
+                    offers.append(
+                        BuyOffer(
+                            row.buy_offer_id,
+                            portfolio_id,
+                            portfolio.investor_id,
+                            row.bucket_id,
+                            row.cycle,
+                            portfolio.currency,
+                            row.amount,
+                            portfolio.min_ticket,
+                            portfolio.max_per_loan,
+                            portfolio.bucket(row.bucket_id).criteria,
+                        )
+                    )
+        return offers
+
     def apply(self, events: Sequence[Event]) -> set[str]:
         """Record what the matcher did to trading's buy offers; returns the portfolios touched."""
         touched: set[str] = set()
