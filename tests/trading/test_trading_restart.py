@@ -7,9 +7,8 @@ import copy
 import random
 
 from sqlalchemy import Engine
-from test_trading_simulation import competitors
 from trading_examples import example_draft
-from trading_market import offers
+from trading_market import competitors, offers
 
 from tranche.matching.adapters import SqlMatchingRecord
 from tranche.matching.book import Matcher

@@ -3,48 +3,20 @@
 from __future__ import annotations
 
 import random
-from decimal import Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from trading_examples import example_draft
-from trading_market import offers
+from trading_market import competitors, offers
 
 from tranche.matching.book import Matcher
-from tranche.matching.criteria import Criteria
 from tranche.matching.events import BidsRolledBack, OfferMatched
 from tranche.matching.record import InMemoryMatchingRecord
 from tranche.matching.service import MatchingService
 from tranche.shared.clock import ManualClock
 from tranche.trading.handlers import Marketplace
-from tranche.trading.service import BucketDraft, PortfolioDraft, TradingService
+from tranche.trading.service import TradingService
 from tranche.trading.store import InMemoryPortfolioStore
-
-
-def competitors(rng: random.Random, count: int) -> list[PortfolioDraft]:
-    """Other investors' portfolios competing for the same loans."""
-    choices = [
-        Criteria(countries=frozenset({"ES"})),
-        Criteria(countries=frozenset({"LV", "EE"}), min_investor_rate=Decimal("0.08")),
-        Criteria(score_min=650),
-        Criteria(risk_groups=frozenset({"C", "D"})),
-        Criteria(term_max=24, lenders_not_in=frozenset({"len_pl"})),
-        Criteria(),
-    ]
-    drafts = []
-    for _ in range(count):
-        first, second = rng.sample(choices, 2)
-        split = Decimal(rng.choice([50, 60, 70]))
-        drafts.append(
-            PortfolioDraft(
-                "EUR",
-                rng.randint(10, 40) * 100_000,
-                rng.choice([5_000, 10_000, 20_000]),
-                rng.choice([1_000, 2_000]),
-                (BucketDraft("one", split, first), BucketDraft("two", 100 - split, second)),
-            )
-        )
-    return drafts
 
 
 def test_the_75_25_example_ends_within_tolerance_of_its_target_on_a_multi_lender_market() -> None:

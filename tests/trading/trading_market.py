@@ -8,7 +8,9 @@ from decimal import Decimal
 
 from tranche.intake.loan import Borrower, Loan, LoanStatus, ScheduleType
 from tranche.matching.book import SellOffer
+from tranche.matching.criteria import Criteria
 from tranche.matching.offers import MarginSchedule, RetainedShares, sell_offer_for
+from tranche.trading.service import BucketDraft, PortfolioDraft
 
 # lender -> (country, typical credit score, share of all-or-nothing loans)
 LENDERS = {
@@ -62,3 +64,29 @@ def offers(count: int, seed: int = 7) -> list[SellOffer]:
         if offer is not None:
             result.append(offer)
     return result
+
+
+def competitors(rng: random.Random, count: int) -> list[PortfolioDraft]:
+    """Other investors' portfolios competing for the same loans."""
+    choices = [
+        Criteria(countries=frozenset({"ES"})),
+        Criteria(countries=frozenset({"LV", "EE"}), min_investor_rate=Decimal("0.08")),
+        Criteria(score_min=650),
+        Criteria(risk_groups=frozenset({"C", "D"})),
+        Criteria(term_max=24, lenders_not_in=frozenset({"len_pl"})),
+        Criteria(),
+    ]
+    drafts = []
+    for _ in range(count):
+        first, second = rng.sample(choices, 2)
+        split = Decimal(rng.choice([50, 60, 70]))
+        drafts.append(
+            PortfolioDraft(
+                "EUR",
+                rng.randint(10, 40) * 100_000,
+                rng.choice([5_000, 10_000, 20_000]),
+                rng.choice([1_000, 2_000]),
+                (BucketDraft("one", split, first), BucketDraft("two", 100 - split, second)),
+            )
+        )
+    return drafts
