@@ -37,6 +37,7 @@ from tranche.store.migrate import upgrade
 
 RESULTS = Path(__file__).with_name("results")
 TARGET_EMBEDDED = 50_000
+BATCH = 50_000  # transfers per database transaction, for the ledger and the floor alike
 
 
 def workload(transfers: int, investors: int, seed: int = 7) -> list[Transfer]:
@@ -59,7 +60,7 @@ def workload(transfers: int, investors: int, seed: int = 7) -> list[Transfer]:
 def prepare(url: str, investors: int) -> tuple[Engine, SqlLedger]:
     engine = create_store_engine(url)
     upgrade(engine)
-    ledger = SqlLedger(engine, SystemClock(), batch_size=10_000)
+    ledger = SqlLedger(engine, SystemClock(), batch_size=BATCH)
     ledger.open_accounts(
         [chart.world("EUR"), *(chart.investor_cash(f"i{n}", "EUR") for n in range(investors))]
     )
@@ -129,7 +130,7 @@ def run_backend(name: str, url: str, transfers: int, investors: int, singles: in
             for n in range(singles)
         ]
         single_rate = timed(lambda: single.submit(extra), singles)
-        floor_rate = floor(engine, work, 10_000)
+        floor_rate = floor(engine, work, BATCH)
         net = ledger.net_by_currency()
         assert net == {"EUR": (0, 0)}, net
     finally:
@@ -137,6 +138,8 @@ def run_backend(name: str, url: str, transfers: int, investors: int, singles: in
     figures = {
         "backend": name,
         "transfers": len(work),
+        "accounts": investors + 1,
+        "batch": BATCH,
         "refused_overdrafts": refused,
         "ledger_transfers_per_s": round(ledger_rate),
         "replay_transfers_per_s": round(replay_rate),
@@ -147,7 +150,8 @@ def run_backend(name: str, url: str, transfers: int, investors: int, singles: in
     print(
         f"{name:10} ledger {ledger_rate:>9,.0f}/s   floor executemany {floor_rate:>9,.0f}/s   "
         f"({ledger_rate / floor_rate:.0%} of floor)   replay {replay_rate:>9,.0f}/s   "
-        f"one per commit {single_rate:>7,.0f}/s   [{len(work):,} transfers, {refused:,} refused]"
+        f"one per commit {single_rate:>7,.0f}/s   [{len(work):,} transfers in batches of {BATCH:,} over "
+        f"{investors + 1:,} accounts, {refused:,} refused]"
     )
     return figures
 

@@ -64,20 +64,23 @@ def from_micros(micros: int) -> datetime:
     return datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
 
 
+_KINDS = {kind.value: kind for kind in AccountKind}
+
+
 def account_from_row(row: Sequence[Any]) -> Account:
     return Account(
-        id=row[0],
-        currency=row[1],
-        kind=AccountKind(row[2]),
-        debits_must_not_exceed_credits=bool(row[3]),
-        credits_must_not_exceed_debits=bool(row[4]),
-        owner_id=row[5],
-        loan_id=row[6],
-        portfolio_id=row[7],
-        debits_pending=int(row[8]),
-        debits_posted=int(row[9]),
-        credits_pending=int(row[10]),
-        credits_posted=int(row[11]),
+        row[0],
+        row[1],
+        _KINDS[row[2]],
+        bool(row[3]),
+        bool(row[4]),
+        row[5],
+        row[6],
+        row[7],
+        int(row[8]),
+        int(row[9]),
+        int(row[10]),
+        int(row[11]),
     )
 
 
@@ -251,30 +254,22 @@ def write_plan(conn: Connection, plan: BatchPlan, now_us: int, sql: _Sql | None 
         if closed:
             conn.exec_driver_sql(f"DELETE FROM ledger_open_pendings WHERE transfer_id = {p}", closed)
     if plan.changed:
-        changed = list(plan.changed.values())
         if sql.sqlite:
             conn.exec_driver_sql(
                 "UPDATE ledger_accounts SET debits_pending = ?, debits_posted = ?, credits_pending = ?, "
                 "credits_posted = ? WHERE id = ?",
-                [
-                    (a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted, a.id)
-                    for a in changed
-                ],
+                [(*totals, account_id) for account_id, totals in plan.changed.items()],
             )
         else:
             # One statement, so that the statement-level totals trigger runs once per batch.
+            ids = list(plan.changed)
+            columns = list(zip(*plan.changed.values(), strict=True))
             conn.exec_driver_sql(
                 "UPDATE ledger_accounts AS a SET debits_pending = v.dp, debits_posted = v.dd, "
                 "credits_pending = v.cp, credits_posted = v.cd FROM (SELECT unnest(%s::text[]) AS id, "
                 "unnest(%s::bigint[]) AS dp, unnest(%s::bigint[]) AS dd, unnest(%s::bigint[]) AS cp, "
                 "unnest(%s::bigint[]) AS cd) AS v WHERE a.id = v.id",
-                (
-                    [a.id for a in changed],
-                    [a.debits_pending for a in changed],
-                    [a.debits_posted for a in changed],
-                    [a.credits_pending for a in changed],
-                    [a.credits_posted for a in changed],
-                ),
+                (ids, list(columns[0]), list(columns[1]), list(columns[2]), list(columns[3])),
             )
     if plan.created or plan.changed:
         conn.exec_driver_sql(

@@ -27,7 +27,7 @@ adapter load everything a batch of thousands of transfers needs in a few queries
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -220,15 +220,19 @@ class Snapshot:
     resolved: dict[str, str] = field(default_factory=dict)
 
 
+# An account's running totals: (debits_pending, debits_posted, credits_pending, credits_posted).
+Totals = tuple[int, int, int, int]
+
+
 @dataclass(slots=True)
 class BatchPlan:
     """What applying a batch changes: results in submission order, the transfers to store (in order, as
-    accepted: posts and voids carry their pending transfer's accounts; see :meth:`stamped`), the accounts whose
-    totals changed (with their new totals), and the batch's timestamp."""
+    accepted: posts and voids carry their pending transfer's accounts; see :meth:`stamped`), the new
+    :data:`Totals` of the accounts that changed, and the batch's timestamp."""
 
     results: list[TransferResult]
     created: list[Transfer]
-    changed: dict[str, Account]
+    changed: dict[str, Totals]
     now_us: int = 0
 
     def stamped(self) -> list[Transfer]:
@@ -528,6 +532,60 @@ def chains(transfers: Sequence[Transfer]) -> list[tuple[int, int]]:
     return ranges
 
 
+def _apply_fast(
+    work: _Working, transfers: Sequence[Transfer], results: list[TransferResult | None]
+) -> Iterator[tuple[int, int]]:
+    """Apply the common case inline (an unlinked, new, valid single transfer within its accounts' flags) and
+    yield the ``[start, stop)`` range of every other chain for the general path, in order.
+
+    The general path would reach the same result; this one only skips its checks' bookkeeping, which is most
+    of the time a batch takes. A transfer applied here needs no undo entry: a chain of one that succeeded is
+    never rolled back.
+    """
+    accounts = work.accounts
+    totals = work.totals
+    created = work.created
+    existing = work.snapshot.existing
+    order = work.order
+    single = Phase.SINGLE
+    count = len(transfers)
+    index = 0
+    while index < count:
+        t = transfers[index]
+        if not t.linked and t.phase is single and t.pending_id is None and not t.timeout_us:
+            tid, amount = t.id, t.amount
+            debit_id, credit_id = t.debit_account_id, t.credit_account_id
+            if tid not in created and tid not in existing and amount is not None and amount >= 1:
+                debit = accounts.get(debit_id) if debit_id is not None else None
+                credit = accounts.get(credit_id) if credit_id is not None else None
+                if (
+                    debit is not None
+                    and credit is not None
+                    and debit is not credit
+                    and debit.currency == t.currency == credit.currency
+                ):
+                    dt = totals.get(debit.id) or work.totals_of(debit)
+                    ct = totals.get(credit.id) or work.totals_of(credit)
+                    if (
+                        not debit.debits_must_not_exceed_credits or dt[_DP] + dt[_DD] + amount <= dt[_CD]
+                    ) and (
+                        not credit.credits_must_not_exceed_debits or ct[_CP] + ct[_CD] + amount <= ct[_DD]
+                    ):
+                        dt[_DD] += amount
+                        ct[_CD] += amount
+                        created[tid] = t
+                        order.append(tid)
+                        results[index] = TransferResult(tid, Outcome.CREATED)
+                        index += 1
+                        continue
+        stop = index
+        while stop < count and transfers[stop].linked:
+            stop += 1
+        stop = min(stop + 1, count)
+        yield index, stop
+        index = stop
+
+
 def plan_batch(transfers: Sequence[Transfer], snapshot: Snapshot, now_us: int) -> BatchPlan:
     """Apply ``transfers`` in order to ``snapshot`` and return what changed; ``now_us`` stamps them.
 
@@ -536,7 +594,7 @@ def plan_batch(transfers: Sequence[Transfer], snapshot: Snapshot, now_us: int) -
     """
     work = _Working(snapshot, now_us)
     results: list[TransferResult | None] = [None] * len(transfers)
-    for start, stop in chains(transfers):
+    for start, stop in _apply_fast(work, transfers, results):
         mark = work.commit_point()
         failed_at: int | None = None
         error: LedgerError | None = None
@@ -578,18 +636,18 @@ def plan_batch(transfers: Sequence[Transfer], snapshot: Snapshot, now_us: int) -
                         transfer_id=transfers[index].id,
                     ),
                 )
-    changed: dict[str, Account] = {}
-    for account_id, (dp, dd, cp, cd) in work.totals.items():
-        before = snapshot.accounts[account_id]
-        if (dp, dd, cp, cd) != (
+    changed: dict[str, Totals] = {}
+    accounts = snapshot.accounts
+    for account_id, totals in work.totals.items():
+        before = accounts[account_id]
+        after = (totals[0], totals[1], totals[2], totals[3])
+        if after != (
             before.debits_pending,
             before.debits_posted,
             before.credits_pending,
             before.credits_posted,
         ):
-            changed[account_id] = replace(
-                before, debits_pending=dp, debits_posted=dd, credits_pending=cp, credits_posted=cd
-            )
+            changed[account_id] = after
     final_results = [r for r in results if r is not None]
     return BatchPlan(final_results, [work.created[i] for i in work.order], changed, now_us)
 
@@ -617,5 +675,8 @@ def apply_in_memory(
     plan = plan_batch(transfers, snapshot, now_us)
     plan.created = plan.stamped()
     after = dict(accounts)
-    after.update(plan.changed)
+    for account_id, (dp, dd, cp, cd) in plan.changed.items():
+        after[account_id] = replace(
+            after[account_id], debits_pending=dp, debits_posted=dd, credits_pending=cp, credits_posted=cd
+        )
     return plan, after

@@ -76,10 +76,6 @@ _POSTGRES_TRIGGERS = [
                 net_posted = t.net_posted + excluded.net_posted,
                 net_pending = t.net_pending + excluded.net_pending;
         ELSIF TG_OP = 'UPDATE' THEN
-            IF EXISTS (SELECT 1 FROM new_rows n JOIN old_rows o ON o.id = n.id WHERE n.currency <> o.currency)
-            THEN
-                RAISE EXCEPTION 'ledger account currency cannot change' USING ERRCODE = '23514';
-            END IF;
             UPDATE ledger_currency_totals t SET
                 net_posted = t.net_posted + d.np,
                 net_pending = t.net_pending + d.npe
@@ -107,6 +103,18 @@ _POSTGRES_TRIGGERS = [
         RETURN NULL;
     END
     $$
+    """,
+    # A row trigger on the currency column alone: it fires only for an UPDATE that sets the currency.
+    """
+    CREATE FUNCTION ledger_accounts_currency_fixed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'ledger account currency cannot change' USING ERRCODE = '23514';
+    END
+    $$
+    """,
+    """
+    CREATE TRIGGER ledger_accounts_currency_fixed BEFORE UPDATE OF currency ON ledger_accounts
+    FOR EACH ROW WHEN (NEW.currency <> OLD.currency) EXECUTE FUNCTION ledger_accounts_currency_fixed()
     """,
     """
     CREATE TRIGGER ledger_accounts_totals_insert AFTER INSERT ON ledger_accounts
@@ -285,3 +293,4 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP FUNCTION IF EXISTS ledger_accounts_totals()")
         op.execute("DROP FUNCTION IF EXISTS ledger_check_balanced()")
+        op.execute("DROP FUNCTION IF EXISTS ledger_accounts_currency_fixed()")
