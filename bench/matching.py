@@ -13,7 +13,10 @@ Amounts are whole multiples of the market's 10 EUR unit, so no loan is left with
 The run has three phases, as a market would: 20 % of the loans are offered before any demand (they rest),
 then every bucket places its buy offer (which buys resting loans and sweeps the all-or-nothing ones), then
 the other 80 % of the loans arrive and are sold to the resting demand. Every match is confirmed at once.
-Figures: fills (bids) per second of matcher time, and the wall time to clear the market.
+Figures: fills (bids) per second of matcher time (wall, and per CPU second of the process, which the other
+work on a shared machine does not skew), and the time to clear the market: until every offer has been
+matched as far as it can be and the books are quiescent (every resting loan has been offered to every resting
+buy offer that accepts it; what is left over no resting buy offer accepts with room to take a ticket).
 
 The floor is a bare matcher over the same loans and buy offers: one FIFO queue per minimum rate and a
 ``SortedList`` of the distinct rates, whole tickets and the per-loan cap, no criteria, no events.
