@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tranche.ledger.domain import (
     Account,
@@ -196,3 +198,73 @@ def test_malformed_transfers_are_refused_with_their_own_error(transfer: Transfer
     assert isinstance(result.error, error)
     assert net_by_currency(ledger.accounts.values())["EUR"] == (0, 0)
     assert ledger.stored == {}
+
+
+ACCOUNT_IDS = ["world", "alice", "bob", "lender", "usd-world", "nobody"]
+
+
+def model(transfers: list[Transfer]) -> tuple[list[Outcome], dict[str, int]]:
+    """A slow, obvious model of single transfers in linked chains: what the rule must do."""
+    defined = accounts()
+    balance = {a: 0 for a in defined}
+    debits = {a: 0 for a in defined}
+    stored: dict[str, Transfer] = {}
+    outcomes: list[Outcome] = []
+    chain: list[Transfer] = []
+    for t in transfers:
+        chain.append(t)
+        if t.linked and t is not transfers[-1]:
+            continue
+        saved = (dict(balance), dict(debits), dict(stored))
+        results: list[Outcome] = []
+        failed = chain[-1].linked
+        for c in chain:
+            if failed:
+                break
+            if c.id in stored:
+                same = (stored[c.id].debit_account_id, stored[c.id].credit_account_id, stored[c.id].amount)
+                failed = same != (c.debit_account_id, c.credit_account_id, c.amount)
+                results.append(Outcome.EXISTS)
+                continue
+            d, cr = defined.get(c.debit_account_id or ""), defined.get(c.credit_account_id or "")
+            if d is None or cr is None or d is cr or d.currency != c.currency or cr.currency != c.currency:
+                failed = True
+                continue
+            assert c.amount is not None
+            if c.amount < 1 or (d.debits_must_not_exceed_credits and balance[d.id] < c.amount):
+                failed = True
+                continue
+            balance[d.id] -= c.amount
+            balance[cr.id] += c.amount
+            stored[c.id] = c
+            results.append(Outcome.CREATED)
+        if failed:
+            balance, debits, stored = saved
+            outcomes += [Outcome.FAILED] * len(chain)
+        else:
+            outcomes += results
+        chain = []
+    return outcomes, balance
+
+
+transfer_strategy = st.builds(
+    lambda n, d, c, amount, linked: Transfer(f"t{n}", d, c, amount, "EUR", linked=linked),
+    st.integers(0, 12),
+    st.sampled_from(ACCOUNT_IDS),
+    st.sampled_from(ACCOUNT_IDS),
+    st.integers(-1, 3_000),
+    st.booleans(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(transfer_strategy, max_size=30))
+def test_the_rule_agrees_with_a_simple_model_of_single_and_linked_transfers(
+    transfers: list[Transfer],
+) -> None:
+    ledger = Ledger()
+    results = ledger.submit(*transfers) if transfers else []
+    outcomes, balance = model(transfers)
+    assert [r.outcome for r in results] == outcomes
+    assert {a: acc.balance for a, acc in ledger.accounts.items()} == balance
+    assert net_by_currency(ledger.accounts.values()) == {"EUR": (0, 0), "USD": (0, 0)}
