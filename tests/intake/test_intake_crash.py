@@ -1,4 +1,5 @@
-"""A worker killed (SIGKILL) in the middle of a batch: the batch completes, no loan is lost or doubled."""
+"""A worker killed (SIGKILL) at random points of a batch: the batch completes, no loan version and no
+assessment is lost or doubled."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from tranche.assessment.tables import loan_assessments
 from tranche.bootstrap import bootstrap
 from tranche.config import Settings
 from tranche.crm.lenders import register_lender
@@ -43,6 +45,7 @@ def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(database_url: str, 
         "TRANCHE_LOG_LEVEL": "WARNING",
         "TRANCHE_STAGE_INTAKE_DIFF_LEASE_SECONDS": "1",
         "TRANCHE_STAGE_INTAKE_READ_LEASE_SECONDS": "1",
+        "TRANCHE_STAGE_INTAKE_ASSESS_LEASE_SECONDS": "1",
     }
     settings = replace(Settings.from_env(env), log_level="WARNING")
     container = bootstrap(settings)
@@ -84,7 +87,14 @@ def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(database_url: str, 
 
     status = container.intake.batch_status(batch_id)
     assert status["counts"]["read"] == LOANS and status["counts"]["new"] == LOANS
+    assert status["counts"]["assessed"] == LOANS
     with container.engine.connect() as conn:
-        rows = conn.execute(select(func.count(), func.count(func.distinct(loan_versions.c.loan_id)))).one()
-    assert tuple(rows) == (LOANS, LOANS)
+        versions = conn.execute(
+            select(func.count(), func.count(func.distinct(loan_versions.c.loan_id)))
+        ).one()
+        assessed = conn.execute(
+            select(func.count(), func.count(func.distinct(loan_assessments.c.loan_id)))
+        ).one()
+    assert tuple(versions) == (LOANS, LOANS)
+    assert tuple(assessed) == (LOANS, LOANS)
     container.close()

@@ -9,7 +9,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, or_, select
+from sqlalchemy import Connection, insert, select, tuple_
 
 from tranche.assessment.errors import LoanError
 from tranche.assessment.stage import ASSESS, AssessStage
@@ -43,7 +43,7 @@ def load_versions(
             v.borrower_age,
             v.borrower_income_monthly,
             v.borrower_credit_score,
-        ).where(v.lender_id == lender_id, or_(*(and_(v.loan_id == k, v.version == n) for k, n in keys)))
+        ).where(v.lender_id == lender_id, tuple_(v.loan_id, v.version).in_(list(keys)))
     ).all()
     found = {(r.loan_id, r.version): r for r in rows}
     return [(_loan(lender_id, found[key]), key[1]) for key in keys if key in found]

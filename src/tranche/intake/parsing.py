@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Protocol
@@ -66,6 +69,18 @@ def parse_documents(
     return out
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Runs in each worker: end it when the process that started it is gone (even killed with SIGKILL),
+    instead of leaving it idle for ever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 class SliceParser(Protocol):
     def parse(
         self, lender_id: str, fmt: str, allow_doubles: bool, docs: Sequence[tuple[int, bytes]]
@@ -100,7 +115,12 @@ class ProcessPoolParser:
             return []
         if self._pool is None:
             # spawn: the workers start clean, without this process's threads, connections and imports.
-            self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
         return self._pool.submit(parse_documents, lender_id, fmt, allow_doubles, list(docs)).result()
 
     def close(self) -> None:
