@@ -140,7 +140,9 @@ def child_tranche(tapes: list[Path], db: Path, archive: Path) -> dict[str, Any]:
     from tranche.crm.lenders import register_lender
     from tranche.intake.tape import TapeFormat
 
-    settings = replace(Settings(), database_url=f"sqlite:///{db}", archive_dir=archive, log_level="WARNING")
+    settings = replace(
+        Settings.from_env(), database_url=f"sqlite:///{db}", archive_dir=archive, log_level="WARNING"
+    )
     container = bootstrap(settings)
     with container.engine.begin() as conn:
         register_lender(conn, "bench", "Bench", at=container.clock.now())
@@ -154,7 +156,7 @@ def child_tranche(tapes: list[Path], db: Path, archive: Path) -> dict[str, Any]:
             )
         container.wake_workers()
         while (status := container.intake.batch_status(receipt.batch_id))["status"] != "completed":
-            time.sleep(0.02)
+            time.sleep(0.25)
         elapsed = time.perf_counter() - started
         runs.append({"loans": status["counts"]["read"], "seconds": elapsed, "counts": status["counts"]})
     container.close()

@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import Connection, Engine
 
@@ -26,10 +27,21 @@ from tranche.intake.assessing import assess_stage, load_versions, report_refused
 from tranche.intake.parsing import InlineParser, ProcessPoolParser, SliceParser
 from tranche.intake.service import Intake
 from tranche.intake.stages import IntakeStages
+from tranche.ledger.drift import PortfolioDrifted
+from tranche.ledger.handlers import LedgerHandlers, matching_subscriber
+from tranche.ledger.reports import LedgerReports
+from tranche.ledger.service import LedgerService
+from tranche.market import LockedMarketplace, MarketNode
+from tranche.matching.adapters import SqlMatchingRecord
+from tranche.matching.events import BidsRolledBack, LoanFunded, OfferMatched
+from tranche.matching.service import MatchingService
 from tranche.pipeline import Pipeline, PipelineRunner, overrides_from_env
+from tranche.settlement import SettlementNode
 from tranche.shared.clock import Clock, SystemClock
 from tranche.store.engine import create_store_engine
 from tranche.store.migrate import upgrade
+from tranche.trading.adapters import SqlPortfolioStore
+from tranche.trading.service import TradingService
 
 
 @dataclass
@@ -48,10 +60,12 @@ class Container:
     bus: Bus
     codec: EventCodec
     subscribers: list[Callable[[Bus], Awaitable[None]]] = field(default_factory=list)
+    timers: list[tuple[float, Callable[[], object]]] = field(default_factory=list)
     extras: dict[str, object] = field(default_factory=dict)
     _workers_started: bool = False
     _relay_task: asyncio.Task[None] | None = None
     _relay_stop: asyncio.Event | None = None
+    _timer_tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def publish(self, conn: Connection, topic: str, event: object) -> None:
         """Publish a domain event with the state change in ``conn``'s transaction (through the outbox)."""
@@ -65,16 +79,23 @@ class Container:
         self._relay_stop = asyncio.Event()
         relay = OutboxRelay(self.engine, self.bus, clock=self.clock)
         self._relay_task = asyncio.create_task(relay.run(self._relay_stop), name="outbox-relay")
+        self._timer_tasks = [
+            asyncio.create_task(_every(seconds, action, self._relay_stop), name=f"timer-{action}")
+            for seconds, action in self.timers
+        ]
 
     async def stop_messaging(self) -> None:
         if self._relay_stop is not None and self._relay_task is not None:
             self._relay_stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._relay_task
+            for task in [self._relay_task, *self._timer_tasks]:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.bus.close()
 
     def start_workers(self) -> None:
-        """Run the pipeline stages on background threads of this process."""
+        """Run the pipeline stages on background threads of this process (when it has the pipeline role)."""
+        if "pipeline" not in self.settings.roles:
+            return
         self.runner.start()
         self._workers_started = True
 
@@ -88,6 +109,19 @@ class Container:
         self.intake_stages.parser.close()
         self.projector.close()
         self.engine.dispose()
+
+
+async def _every(seconds: float, action: Callable[[], object], stop: asyncio.Event) -> None:
+    """Run ``action`` on a worker thread every ``seconds`` until ``stop``; a failure is logged, not fatal."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+        if stop.is_set():
+            return
+        try:
+            await asyncio.to_thread(action)
+        except Exception:
+            logging.getLogger(__name__).exception("timer %s failed", action)
 
 
 def bootstrap(
@@ -105,6 +139,11 @@ def bootstrap(
         intake_events.LoansChanged,
         intake_events.LoansLeftActive,
         intake_events.LoansRejected,
+        intake_events.LoansAssessed,
+        OfferMatched,
+        LoanFunded,
+        BidsRolledBack,
+        PortfolioDrifted,
     )
 
     def publish(conn: Connection, topic: str, event: object) -> None:
@@ -126,7 +165,7 @@ def bootstrap(
     )
     projector = make_cashflow_projector(settings.cashflow_url)
     assess = AssessStage(engine, projector, clock, load_versions, report_errors=report_refused)
-    pipelines = [intake_stages.pipeline(more=[assess_stage(assess)])]
+    pipelines = [intake_stages.pipeline(more=[assess_stage(assess, publish)])]
     runner = PipelineRunner(
         engine, pipelines, clock=clock, overrides=overrides_from_env(os.environ), partitions=settings.lenders
     )
@@ -144,4 +183,23 @@ def bootstrap(
         codec=codec,
     )
     container.extras["pipeline_runner"] = runner
+
+    ledger = LedgerService(engine, clock, drift_window=timedelta(seconds=settings.drift_window_seconds))
+    container.extras["ledger"] = ledger
+    container.extras["ledger_reports"] = LedgerReports(engine)
+    trading = TradingService(SqlPortfolioStore(engine), clock)
+    container.extras["trading"] = trading
+    if "ledger" in settings.roles:
+        handlers = LedgerHandlers(ledger)
+        settlement = SettlementNode(engine, handlers, publish)
+        container.subscribers.append(matching_subscriber(handlers, codec, "match.#"))
+        container.subscribers.append(settlement.subscriber(codec))
+        container.timers.append((1.0, settlement.tick))
+    if "market" in settings.roles:
+        # The matcher's books live in this process only: one process of the deployment has this role.
+        matching = MatchingService.rebuild(SqlMatchingRecord(engine, publish=publish))
+        market = LockedMarketplace(trading, matching, settle=True)
+        market.resync()
+        container.extras["marketplace"] = market
+        container.subscribers.append(MarketNode(engine, market).subscriber(codec))
     return container

@@ -18,6 +18,11 @@ TRANCHE_LENDERS           lenders this process works for (comma        (empty: a
                           separated); partitions work by lender
 TRANCHE_PARSE_PROCESSES   processes that decode and validate tapes     the number of cores (0 on one core)
                           (0: on the worker threads themselves)
+TRANCHE_ROLES             what this process does, of api, pipeline,    all four
+                          market (the matcher: one process only),
+                          ledger
+TRANCHE_DRIFT_WINDOW      seconds over which the ledger folds a        ``30``
+                          portfolio's changes into one notification
 ========================  ===========================================  =====================================
 """
 
@@ -41,6 +46,9 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValidationError(f"{name}={raw!r} is not an integer", field=name) from None
 
 
+ROLES = ("api", "pipeline", "market", "ledger")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything tranche reads from its environment."""
@@ -55,6 +63,8 @@ class Settings:
     slice_size: int = 1000
     lenders: frozenset[str] = field(default_factory=frozenset)
     parse_processes: int = 0
+    roles: frozenset[str] = frozenset(ROLES)
+    drift_window_seconds: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -72,7 +82,22 @@ class Settings:
             slice_size=_int(env, "TRANCHE_SLICE_SIZE", defaults.slice_size),
             lenders=frozenset(x.strip() for x in lenders.split(",") if x.strip()),
             parse_processes=_int(env, "TRANCHE_PARSE_PROCESSES", _default_parse_processes()),
+            roles=_roles(env.get("TRANCHE_ROLES", "")),
+            drift_window_seconds=_int(env, "TRANCHE_DRIFT_WINDOW", defaults.drift_window_seconds),
         )
+
+
+def _roles(raw: str) -> frozenset[str]:
+    if not raw.strip():
+        return frozenset(ROLES)
+    roles = frozenset(r.strip() for r in raw.split(",") if r.strip())
+    unknown = roles - set(ROLES)
+    if unknown:
+        raise ValidationError(
+            f"TRANCHE_ROLES has unknown roles {sorted(unknown)}; use {', '.join(ROLES)}",
+            field="TRANCHE_ROLES",
+        )
+    return roles
 
 
 def _default_parse_processes() -> int:

@@ -40,6 +40,79 @@ LENDERS = [
 ]
 
 
+@dataclass
+class DemoInvestor:
+    investor_id: str
+    deposit: str
+    portfolio: dict[str, Any]
+    portfolio_id: str | None = None
+
+
+INVESTORS = [
+    DemoInvestor(
+        "ana",
+        "20000.00",
+        {  # the example of issue 5, as written
+            "currency": "EUR",
+            "total": "20000.00",
+            "max_per_loan": "500.00",
+            "min_ticket": "10.00",
+            "buckets": [
+                {
+                    "name": "Spain, 28-35, good credit",
+                    "weight": "75",
+                    "criteria": {
+                        "countries": ["ES"],
+                        "borrower_age": {"min": 28, "max": 35},
+                        "credit_score": {"min": 700},
+                        "min_monthly_income": "2500",
+                    },
+                },
+                {"name": "any low score", "weight": "25", "criteria": {"credit_score": {"max": 599}}},
+            ],
+        },
+    ),
+    DemoInvestor(
+        "ben",
+        "15000.00",
+        {
+            "currency": "EUR",
+            "total": "15000.00",
+            "max_per_loan": "300.00",
+            "min_ticket": "25.00",
+            "buckets": [
+                {"name": "risk A", "weight": "60", "criteria": {"risk_groups": ["A"]}},
+                {
+                    "name": "risk B or C at 9%+",
+                    "weight": "40",
+                    "criteria": {"risk_groups": ["B", "C"], "min_investor_rate": "0.09"},
+                },
+            ],
+        },
+    ),
+    DemoInvestor(
+        "chloe",
+        "8000.00",
+        {
+            "currency": "EUR",
+            "total": "8000.00",
+            "max_per_loan": "200.00",
+            "min_ticket": "50.00",
+            "buckets": [
+                {
+                    "name": "12%+ outside Germany",
+                    "weight": "100",
+                    "criteria": {
+                        "min_investor_rate": "0.12",
+                        "countries": ["ES", "FR", "IT", "PT", "EE", "LV", "LT"],
+                    },
+                }
+            ],
+        },
+    ),
+]
+
+
 class _Server:
     """The API and the workers in this process, on a loopback port."""
 
@@ -107,6 +180,26 @@ def _play_day(api: httpx.Client, tapes: Path, loans: int) -> dict[str, Any]:
     for lender in LENDERS:
         _ok(api.put(f"/v1/lenders/{lender.lender_id}", json={"name": lender.name}))
 
+    click.echo("\n== investors deposit cash and set out what they want")
+    for investor in INVESTORS:
+        _ok(
+            api.post(
+                f"/v1/investors/{investor.investor_id}/deposits",
+                json={
+                    "amount": investor.deposit,
+                    "currency": "EUR",
+                    "key": f"demo-deposit-{investor.investor_id}",
+                },
+            )
+        )
+        created = _ok(api.post(f"/v1/investors/{investor.investor_id}/portfolios", json=investor.portfolio))
+        summary.setdefault("portfolios", {})[investor.investor_id] = created["portfolio_id"]
+        investor.portfolio_id = created["portfolio_id"]
+        buckets = ", ".join(f"{b['weight']}% {b['name']}" for b in investor.portfolio["buckets"])
+        click.echo(
+            f"  {investor.investor_id:<6} deposits {investor.deposit} EUR; portfolio {investor.portfolio['total']} EUR: {buckets}"
+        )
+
     click.echo(f"\n== day 1 ({DAY1}): each lender sends its end-of-day tape of {loans} loans")
     day1: dict[str, Path] = {}
     for lender in LENDERS:
@@ -117,6 +210,7 @@ def _play_day(api: httpx.Client, tapes: Path, loans: int) -> dict[str, Any]:
         day1[lender.lender_id] = path
         summary["batches"].append(_upload(api, lender.lender_id, path, "day 1"))
 
+    _settle(api, summary, "day 1")
     day2_date = DAY1 + timedelta(days=1)
     click.echo(f"\n== day 2 ({day2_date}): payments, repayments, new loans and a few mistakes")
     for lender in LENDERS:
@@ -140,6 +234,22 @@ def _play_day(api: httpx.Client, tapes: Path, loans: int) -> dict[str, Any]:
     versions = _ok(api.get(f"/v1/lenders/{lender_id}/loans/{withdrawn_id}/versions"))["versions"]
     summary["withdrawn_loan"] = {"loan_id": withdrawn_id, "statuses": [v["status"] for v in versions]}
 
+    _settle(api, summary, "day 2")
+    summary["investors"] = _investor_reports(api)
+    for investor_id, report in summary["investors"].items():
+        summary["checks"].append(
+            (
+                f"{investor_id}: the portfolio's composition is within its tolerance of target",
+                report["within_tolerance"],
+            )
+        )
+        summary["checks"].append(
+            (
+                f"{investor_id}: cash + principal held = deposits + interest received - losses written off",
+                report["cash"] + report["held"]
+                == report["deposited"] + report["interest"] - report["written_off"],
+            )
+        )
     again = _ok(
         api.post(
             f"/v1/lenders/{lender_id}/batches",
@@ -169,6 +279,81 @@ def _play_day(api: httpx.Client, tapes: Path, loans: int) -> dict[str, Any]:
         )
     )
     return summary
+
+
+def _settle(api: httpx.Client, summary: dict[str, Any], label: str) -> None:
+    """Wait until matching and settlement are quiet: what every portfolio holds stops moving."""
+    deadline = time.monotonic() + 120
+    last: list[str] | None = None
+    steady = 0
+    while steady < 4 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = [
+            _ok(api.get(f"/v1/portfolios/{pid}"))["composition"]["invested"]
+            for pid in summary["portfolios"].values()
+        ]
+        now += [
+            h["held_principal"]
+            for i in INVESTORS
+            for h in _ok(api.get(f"/v1/investors/{i.investor_id}/holdings"))
+        ]
+        steady = steady + 1 if now == last else 0
+        last = now
+    click.echo(f"\n  after {label}, the market has settled:")
+    for investor in INVESTORS:
+        view = _ok(api.get(f"/v1/portfolios/{summary['portfolios'][investor.investor_id]}"))
+        composition = view["composition"]
+        parts = ", ".join(
+            f"{b['name']} {b['actual_percent']}% (target {b['target_percent']}%)"
+            for b in composition["buckets"]
+        )
+        click.echo(
+            f"    {investor.investor_id:<6} invested {composition['invested']:>10} of {view['total']} EUR: {parts}"
+        )
+
+
+def _investor_reports(api: httpx.Client) -> dict[str, Any]:
+    import json as _json
+    from decimal import Decimal
+
+    reports: dict[str, Any] = {}
+    click.echo("\n== investors at the end of the day")
+    for investor in INVESTORS:
+        lines = [
+            _json.loads(line)
+            for line in api.get(
+                f"/v1/investors/{investor.investor_id}/statement", params={"currency": "EUR"}
+            ).text.splitlines()
+        ]
+        movements = [m for m in lines if m["type"] == "movement"]
+        holdings = _ok(api.get(f"/v1/investors/{investor.investor_id}/holdings"))
+        held = sum((Decimal(h["held_principal"]) for h in holdings), Decimal(0))
+        written_off = sum((Decimal(h["written_off"]) for h in holdings), Decimal(0))
+        by_code: dict[str, Decimal] = {}
+        for m in movements:
+            by_code[m["code"]] = by_code.get(m["code"], Decimal(0)) + Decimal(m["amount"])
+        cash = Decimal(lines[-1]["balance"])
+        xirr = _ok(api.get(f"/v1/investors/{investor.investor_id}/return", params={"currency": "EUR"}))[
+            "xirr"
+        ]
+        view = _ok(api.get(f"/v1/portfolios/{investor.portfolio_id}")) if investor.portfolio_id else None
+        reports[investor.investor_id] = {
+            "cash": cash,
+            "held": held,
+            "written_off": written_off,
+            "deposited": by_code.get("deposit", Decimal(0)),
+            "interest": by_code.get("interest", Decimal(0)),
+            "movements": by_code,
+            "loans": len(holdings),
+            "xirr": xirr,
+            "within_tolerance": bool(view and view["composition"]["within_tolerance"]),
+        }
+        codes = ", ".join(f"{code} {amount}" for code, amount in sorted(by_code.items()))
+        click.echo(
+            f"  {investor.investor_id:<6} cash {cash} EUR, principal held {held} EUR in {len(holdings)} loans;"
+            f" statement: {codes}; XIRR {xirr}"
+        )
+    return reports
 
 
 def _upload(api: httpx.Client, lender_id: str, path: Path, label: str) -> dict[str, Any]:

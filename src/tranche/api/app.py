@@ -52,6 +52,6 @@ def create_app(container: Container) -> FastAPI:
 
 def _routers() -> list[APIRouter]:
     """Each bounded context's router, imported here so that the app is assembled in one place."""
-    from tranche.api import assessment, intake, lenders, pipeline
+    from tranche.api import assessment, intake, ledger, lenders, pipeline, trading
 
-    return [lenders.router, intake.router, assessment.router, pipeline.router]
+    return [lenders.router, intake.router, assessment.router, pipeline.router, trading.router, ledger.router]

@@ -3,17 +3,23 @@ how many were assessed and which were refused (with the reason, in the batch's e
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import bson
 from sqlalchemy import Connection, insert, select, tuple_
 
 from tranche.assessment.errors import LoanError
 from tranche.assessment.stage import ASSESS, AssessStage
+from tranche.assessment.tables import loan_assessments
+from tranche.intake.events import AssessedLoan, LoansAssessed
 from tranche.intake.loan import Borrower, Loan, LoanStatus, ScheduleType
+from tranche.intake.parse import ParseOptions, parse_loan
+from tranche.intake.stages import Publish
 from tranche.intake.tables import assess_results, batch_errors, loan_versions
 from tranche.pipeline import Item, Next, Stage
 
@@ -76,8 +82,9 @@ def _day(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
-def assess_stage(assess: AssessStage) -> Stage:
-    """The assess stage with intake's per-slice bookkeeping around its commit.
+def assess_stage(assess: AssessStage, publish: Publish | None = None) -> Stage:
+    """The assess stage with intake's per-slice bookkeeping around its commit, and ``loan.<lender>.assessed``
+    published (through the outbox, in the same transaction) for the loans that may now be offered.
 
     ``assess`` must report its refused loans through :func:`report_refused`.
     """
@@ -107,9 +114,34 @@ def assess_stage(assess: AssessStage) -> Stage:
                 done_at=assess.clock.now(),
             )
         )
+        if publish is not None:
+            keys = [(loan.loan_id, version) for loan, version in projected.loans]
+            groups = _risk_groups(conn, item.partition, keys)
+            if groups:
+                event = LoansAssessed(item.partition, p["batch_id"], tuple(AssessedLoan(*g) for g in groups))
+                publish(conn, f"loan.{item.partition}.assessed", event)
         return nxt
 
     return replace(stage, commit=commit)
+
+
+def _risk_groups(
+    conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]]
+) -> list[tuple[str, int, str]]:
+    if not keys:
+        return []
+    a = loan_assessments.c
+    rows = (
+        conn.execute(
+            select(a.loan_id, a.loan_version, a.risk_group).where(
+                a.lender_id == lender_id, tuple_(a.loan_id, a.loan_version).in_(list(keys))
+            )
+        )
+        .tuples()
+        .all()
+    )
+    order = {key: i for i, key in enumerate(keys)}
+    return sorted(((r[0], int(r[1]), r[2]) for r in rows), key=lambda r: order.get((r[0], r[1]), 0))
 
 
 def report_refused(conn: Connection, item: Item, errors: list[LoanError]) -> None:
@@ -144,3 +176,35 @@ def report_refused(conn: Connection, item: Item, errors: list[LoanError]) -> Non
             for e in errors
         ],
     )
+
+
+def load_documents(
+    conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]]
+) -> list[tuple[Loan, int]]:
+    """The loan versions named by (loan_id, version), in that order, read from the documents as the lender
+    sent them: with their payments and unknown fields (what settling repayments needs)."""
+    if not keys:
+        return []
+    v = loan_versions.c
+    rows = (
+        conn.execute(
+            select(v.loan_id, v.version, v.format, v.body).where(
+                v.lender_id == lender_id, tuple_(v.loan_id, v.version).in_(list(keys))
+            )
+        )
+        .tuples()
+        .all()
+    )
+    found = {(r[0], int(r[1])): r for r in rows}
+    # The documents were valid when they were stored; a later configuration change does not undo that.
+    options = ParseOptions(allow_double_amounts=True)
+    loans = []
+    for key in keys:
+        row = found.get(key)
+        if row is None:
+            continue
+        decoded = bson.decode(bytes(row[3])) if row[2] == "bson" else json.loads(bytes(row[3]))
+        loan = parse_loan(lender_id, decoded, options)
+        if isinstance(loan, Loan):
+            loans.append((loan, key[1]))
+    return loans

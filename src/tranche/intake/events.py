@@ -3,7 +3,8 @@
 One event carries every loan of one kind from one slice of a tape (about a thousand), because a tape carries
 up to millions of loans and a message per loan would make the bus the bottleneck. Routing keys:
 ``loan.<lender>.listed``, ``loan.<lender>.changed``, ``loan.<lender>.withdrawn`` (and ``.repaid``,
-``.defaulted``, ``.written_off``), and ``loan.<lender>.rejected`` for documents that failed validation.
+``.defaulted``, ``.written_off``), ``loan.<lender>.rejected`` for documents that failed validation, and
+``loan.<lender>.assessed`` once the assess stage has put the listed and changed loans in a risk group.
 """
 
 from __future__ import annotations
@@ -43,6 +44,22 @@ class LoansLeftActive:
     batch_id: str
     status: str
     loans: tuple[LoanKey, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AssessedLoan:
+    loan_id: str
+    version: int
+    risk_group: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoansAssessed:
+    """Loan versions that were assessed and may now be offered (``loan.<lender>.assessed``)."""
+
+    lender_id: str
+    batch_id: str
+    loans: tuple[AssessedLoan, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,7 +136,7 @@ def next_tape(
             _spoil(rng, loan)
         yield loan
     for i in range(shares.new):
-        yield make_loan(rng, f"{lender_id}-{seed:04d}{i:08d}"[-24:], today)
+        yield make_loan(rng, f"{lender_id}-{seed:04d}-{i:06d}", today)
 
 
 def _spoil(rng: random.Random, loan: dict[str, Any]) -> None:

@@ -57,7 +57,12 @@ class LedgerHandlers:
 
 
 def matching_subscriber(
-    handlers: LedgerHandlers, codec: EventCodec, patterns: str | Sequence[str], *, group: str = "ledger"
+    handlers: LedgerHandlers,
+    codec: EventCodec,
+    patterns: str | Sequence[str],
+    *,
+    group: str = "ledger",
+    prefetch: int = 1,
 ) -> Callable[[Bus], Awaitable[None]]:
     """A subscriber for the composition root's list: on start, it subscribes ``handlers`` to ``patterns``
     (where matching publishes) as the durable group ``group``; the codec must know matching's events."""
@@ -68,6 +73,7 @@ def matching_subscriber(
             await asyncio.to_thread(handlers.handle, event)
 
     async def subscribe(bus: Bus) -> None:
-        await bus.subscribe(patterns, handle, group=group)
+        # One at a time, in the order matching published them: a funding after its match, not before.
+        await bus.subscribe(patterns, handle, group=group, prefetch=prefetch)
 
     return subscribe

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, Row, bindparam, or_, select, update
+from sqlalchemy import Connection, Engine, Row, bindparam, func, or_, select, update
 
 from tranche.matching.book import BidRecord, BuyOffer, Changes, DurableState, Event, SellOffer
 from tranche.matching.criteria import Criteria, LoanTraits
@@ -15,12 +15,31 @@ from tranche.matching.events import Bid, BidsRolledBack, LoanFunded, OfferMatche
 from tranche.matching.record import OfferStatus
 from tranche.matching.tables import bids, buy_offers, sell_offers
 
+Publish = Callable[[Connection, str, object], None]
+
+
+def topic_of(event: Event) -> str:
+    """Where matching publishes an event: ``match.<lender>.matched|funded|rolled_back``."""
+    kind = (
+        "matched"
+        if isinstance(event, OfferMatched)
+        else "funded"
+        if isinstance(event, LoanFunded)
+        else "rolled_back"
+    )
+    return f"match.{event.lender_id}.{kind}"
+
 
 class SqlMatchingRecord:
-    """:class:`tranche.matching.record.MatchingRecord` on SQL tables; one transaction per step."""
+    """:class:`tranche.matching.record.MatchingRecord` on SQL tables; one transaction per step.
 
-    def __init__(self, engine: Engine) -> None:
+    With ``publish`` (the outbox), a step's events are published in the transaction that records it, so none
+    is lost or sent for a step that did not happen.
+    """
+
+    def __init__(self, engine: Engine, publish: Publish | None = None) -> None:
         self.engine = engine
+        self.publish = publish
 
     def save(self, changes: Changes, events: Sequence[Event]) -> None:
         new_bids: list[dict[str, Any]] = []
@@ -52,6 +71,9 @@ class SqlMatchingRecord:
                     conn.execute(
                         update(buy_offers).where(buy_offers.c.buy_offer_id.in_(ids)).values(status=status)
                     )
+            if self.publish is not None:
+                for event in events:
+                    self.publish(conn, topic_of(event), event)
 
     def statuses(self, offer_ids: Sequence[str]) -> dict[str, OfferStatus]:
         ids = list(offer_ids)
@@ -206,3 +228,20 @@ def _bid_row(bid: Bid, event: OfferMatched) -> dict[str, Any]:
         "margin": str(bid.margin),
         "status": "placed",
     }
+
+
+def confirmed_amounts(conn: Connection, lender_id: str, loan_ids: Sequence[str]) -> dict[str, int]:
+    """What investors bought of each loan, over all its versions (confirmed bids, in minor units)."""
+    if not loan_ids:
+        return {}
+    query = (
+        select(sell_offers.c.loan_id, func.sum(bids.c.amount))
+        .join(bids, bids.c.sell_offer_id == sell_offers.c.offer_id)
+        .where(
+            sell_offers.c.lender_id == lender_id,
+            sell_offers.c.loan_id.in_(list(loan_ids)),
+            bids.c.status == "confirmed",
+        )
+        .group_by(sell_offers.c.loan_id)
+    )
+    return {loan_id: int(total) for loan_id, total in conn.execute(query).tuples().all()}
