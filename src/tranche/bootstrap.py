@@ -23,7 +23,7 @@ from tranche.bus.outbox import OutboxRelay, add_to_outbox
 from tranche.config import Settings
 from tranche.intake import events as intake_events
 from tranche.intake.archive import Archive, LocalArchive
-from tranche.intake.assessing import assess_stage, load_versions, report_refused
+from tranche.intake.assessing import assess_stage, load_for_assessment, report_refused
 from tranche.intake.parsing import InlineParser, ProcessPoolParser, SliceParser
 from tranche.intake.service import Intake
 from tranche.intake.stages import IntakeStages
@@ -164,7 +164,7 @@ def bootstrap(
         next_stage=ASSESS,
     )
     projector = make_cashflow_projector(settings.cashflow_url)
-    assess = AssessStage(engine, projector, clock, load_versions, report_errors=report_refused)
+    assess = AssessStage(engine, projector, clock, load_for_assessment, report_errors=report_refused)
     pipelines = [intake_stages.pipeline(more=[assess_stage(assess, publish)])]
     runner = PipelineRunner(
         engine, pipelines, clock=clock, overrides=overrides_from_env(os.environ), partitions=settings.lenders

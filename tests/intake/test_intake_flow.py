@@ -227,3 +227,35 @@ def _docs(data: bytes) -> list[bytes]:
     from tranche.intake.tape import RawDocument, iter_documents
 
     return [d.data for d in iter_documents(io.BytesIO(data), TapeFormat.BSON) if isinstance(d, RawDocument)]
+
+
+def test_risk_rules_on_a_borrowers_extra_attribute_see_the_document_as_sent(rig: IntakeRig) -> None:
+    from sqlalchemy import select
+
+    from tranche.assessment.rules import parse_risk_rules
+    from tranche.assessment.store import save_risk_rules
+    from tranche.assessment.tables import loan_assessments
+
+    rules = {
+        "groups": ["A", "B", "C"],
+        "default": "A",
+        "rules": [{"group": "C", "all": [{"field": "borrower.employment", "op": "==", "value": "student"}]}],
+    }
+    with rig.engine.begin() as conn:
+        save_risk_rules(conn, "acme", parse_risk_rules(rules), rig.clock.now())
+    student = loan_doc(
+        "S1",
+        borrower={
+            "country": "ES",
+            "age": 30,
+            "income_monthly": "900",
+            "credit_score": 710,
+            "employment": "student",
+        },
+    )
+    upload(rig, "acme", bson.encode(student) + bson.encode(loan_doc("W1")))
+    rig.run()
+    a = loan_assessments.c
+    with rig.engine.connect() as conn:
+        groups = dict(conn.execute(select(a.loan_id, a.risk_group)).tuples().all())
+    assert groups == {"S1": "C", "W1": "A"}

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, insert, select, tuple_
 
 from tranche.assessment.errors import LoanError
 from tranche.assessment.stage import ASSESS, AssessStage
+from tranche.assessment.store import latest_risk_rules
 from tranche.assessment.tables import loan_assessments
 from tranche.intake.events import AssessedLoan, LoansAssessed
 from tranche.intake.loan import Borrower, Loan, LoanStatus, ScheduleType
@@ -208,3 +209,15 @@ def load_documents(
         if isinstance(loan, Loan):
             loans.append((loan, key[1]))
     return loans
+
+
+def load_for_assessment(
+    conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]]
+) -> list[tuple[Loan, int]]:
+    """What the assess stage projects and groups: the stored columns, which is all the projection and the
+    usual rules need; or the whole documents when the lender's rules look at the borrower's or the loan's
+    extra attributes (``borrower.<name>``, ``loan.<name>``)."""
+    rules = latest_risk_rules(conn, lender_id).rules
+    if any("." in condition.field for rule in rules.rules for condition in rule.all):
+        return load_documents(conn, lender_id, keys)
+    return load_versions(conn, lender_id, keys)
