@@ -84,3 +84,15 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine = create_store_engine(database_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def postgres_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """A migrated, empty PostgreSQL database only, for what only PostgreSQL has."""
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    template: str = request.getfixturevalue("postgres_template")
+    name = f"t{os.getpid()}_{next(_counter)}"
+    engine = create_store_engine(server.create_database(name, template=template))
+    yield engine
+    engine.dispose()
+    server.drop_database(name)
