@@ -23,7 +23,7 @@ from tranche.intake.tables import loan_versions, slice_results
 from tranche.intake.tape import TapeFormat
 from tranche.intake.tapegen import first_tape, write_tape
 
-LOANS = 6000
+LOANS = 15000
 
 
 def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -65,9 +65,9 @@ def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(database_url: str, 
         before = slices_done()
         worker = _worker(env)
         # Let it make some progress, then kill it without warning, wherever it is.
-        while slices_done() < before + 5 and worker.poll() is None and time.monotonic() < deadline:
+        while slices_done() < before + 3 and worker.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        time.sleep(0.05 * kills)
+        time.sleep(0.01 * kills)
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         kills += 1

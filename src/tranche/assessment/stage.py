@@ -88,7 +88,7 @@ class AssessStage:
 
     def work(self, item: Item) -> Projected:
         """Load the slice and project it, outside any transaction."""
-        wanted = [(str(loan_id), int(version)) for loan_id, version in item.payload["loans"]]
+        wanted = [(str(entry[0]), int(entry[1])) for entry in item.payload["loans"]]
         with reading(self.engine) as conn:
             loans = self.load_loans(conn, item.partition, wanted)
         try:
@@ -106,7 +106,8 @@ class AssessStage:
         outcome = record_assessments(conn, projected.loans, projected.results, self.clock, self.keep_schedule)
         if outcome.errors and self.report_errors is not None:
             self.report_errors(conn, item, outcome.errors)
-        if self.next_stage is None:
-            return Next(stage=None)
-        assessed = [[a.loan_id, a.loan_version] for a in outcome.assessments]
-        return Next(stage=self.next_stage, payload={**item.payload, "loans": assessed})
+        # The item carries on with what was assessed, each loan with its risk group.
+        assessed = [[a.loan_id, a.loan_version, a.risk_group] for a in outcome.assessments]
+        return Next(
+            stage=self.next_stage, payload={**item.payload, "loans": assessed, "refused": len(outcome.errors)}
+        )

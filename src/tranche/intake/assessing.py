@@ -16,7 +16,6 @@ from sqlalchemy import Connection, insert, select, tuple_
 from tranche.assessment.errors import LoanError
 from tranche.assessment.stage import ASSESS, AssessStage
 from tranche.assessment.store import latest_risk_rules
-from tranche.assessment.tables import loan_assessments
 from tranche.intake.events import AssessedLoan, LoansAssessed
 from tranche.intake.loan import Borrower, Loan, LoanStatus, ScheduleType
 from tranche.intake.parse import ParseOptions, parse_loan
@@ -24,58 +23,57 @@ from tranche.intake.stages import Publish
 from tranche.intake.tables import assess_results, batch_errors, loan_versions
 from tranche.pipeline import Item, Next, Stage
 
+_COLUMNS = (
+    "loan_id, version, status, currency, principal, outstanding_principal, interest_rate, term_months,"
+    " schedule_type, issue_date, next_payment_date, all_or_nothing, borrower_country, borrower_age,"
+    " borrower_income_monthly, borrower_credit_score"
+)
+
 
 def load_versions(
     conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]]
 ) -> list[tuple[Loan, int]]:
-    """The loan versions named by (loan_id, version), in that order, from their stored columns."""
+    """The loan versions named by (loan_id, version), in that order, from their stored columns.
+
+    One statement for a whole slice, straight through the driver: this runs for every loan of every tape.
+    """
     if not keys:
         return []
-    v = loan_versions.c
-    rows = conn.execute(
-        select(
-            v.loan_id,
-            v.version,
-            v.status,
-            v.currency,
-            v.principal,
-            v.outstanding_principal,
-            v.interest_rate,
-            v.term_months,
-            v.schedule_type,
-            v.issue_date,
-            v.next_payment_date,
-            v.all_or_nothing,
-            v.borrower_country,
-            v.borrower_age,
-            v.borrower_income_monthly,
-            v.borrower_credit_score,
-        ).where(v.lender_id == lender_id, tuple_(v.loan_id, v.version).in_(list(keys)))
-    ).all()
-    found = {(r.loan_id, r.version): r for r in rows}
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    if conn.dialect.name == "sqlite":
+        pairs = ",".join("(?,?)" for _ in keys)
+        rows = raw.execute(
+            f"SELECT {_COLUMNS} FROM loan_versions WHERE lender_id = ? AND (loan_id, version) IN (VALUES {pairs})",
+            (lender_id, *(part for key in keys for part in key)),
+        ).fetchall()
+    else:
+        with raw.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {_COLUMNS} FROM loan_versions WHERE lender_id = %s AND (loan_id, version) IN"
+                " (SELECT * FROM unnest(%s::text[], %s::int[]))",
+                (lender_id, [k for k, _ in keys], [v for _, v in keys]),
+            )
+            rows = cursor.fetchall()
+    found = {(r[0], int(r[1])): r for r in rows}
     return [(_loan(lender_id, found[key]), key[1]) for key in keys if key in found]
 
 
 def _loan(lender_id: str, r: Any) -> Loan:
     return Loan(
         lender_id=lender_id,
-        loan_id=r.loan_id,
-        status=LoanStatus(r.status),
-        currency=r.currency,
-        principal=int(r.principal),
-        outstanding_principal=int(r.outstanding_principal),
-        interest_rate=Decimal(r.interest_rate),
-        term_months=int(r.term_months),
-        schedule_type=ScheduleType(r.schedule_type),
-        issue_date=_day(r.issue_date),
-        next_payment_date=None if r.next_payment_date is None else _day(r.next_payment_date),
-        all_or_nothing=bool(r.all_or_nothing),
-        borrower=Borrower(
-            country=r.borrower_country,
-            age=int(r.borrower_age),
-            income_monthly=int(r.borrower_income_monthly),
-            credit_score=int(r.borrower_credit_score),
-        ),
+        loan_id=r[0],
+        status=LoanStatus(r[2]),
+        currency=r[3],
+        principal=int(r[4]),
+        outstanding_principal=int(r[5]),
+        interest_rate=Decimal(r[6]),
+        term_months=int(r[7]),
+        schedule_type=ScheduleType(r[8]),
+        issue_date=_day(r[9]),
+        next_payment_date=None if r[10] is None else _day(r[10]),
+        all_or_nothing=bool(r[11]),
+        borrower=Borrower(country=r[12], age=int(r[13]), income_monthly=int(r[14]), credit_score=int(r[15])),
     )
 
 
@@ -94,55 +92,28 @@ def assess_stage(assess: AssessStage, publish: Publish | None = None) -> Stage:
     def commit(conn: Connection, item: Item, projected: Any) -> Next:
         nxt = stage.commit(conn, item, projected)
         p = item.payload
-        e = batch_errors.c
-        refused = len(
-            conn.execute(
-                select(e.loan_id).where(
-                    e.batch_id == p["batch_id"],
-                    e.run == p["run"],
-                    e.stage == ASSESS,
-                    e.loan_id.in_([loan.loan_id for loan, _version in projected.loans]),
-                )
-            ).all()
-        )
+        assert nxt.payload is not None
+        assessed = nxt.payload["loans"]
         conn.execute(
             insert(assess_results).values(
                 batch_id=p["batch_id"],
                 run=p["run"],
                 slice=p["slice"],
-                assessed=len(projected.loans) - refused,
-                refused=refused,
+                assessed=len(assessed),
+                refused=nxt.payload["refused"],
                 done_at=assess.clock.now(),
             )
         )
-        if publish is not None:
-            keys = [(loan.loan_id, version) for loan, version in projected.loans]
-            groups = _risk_groups(conn, item.partition, keys)
-            if groups:
-                event = LoansAssessed(item.partition, p["batch_id"], tuple(AssessedLoan(*g) for g in groups))
-                publish(conn, f"loan.{item.partition}.assessed", event)
+        if publish is not None and assessed:
+            event = LoansAssessed(
+                item.partition,
+                p["batch_id"],
+                tuple(AssessedLoan(str(a), int(v), str(g)) for a, v, g in assessed),
+            )
+            publish(conn, f"loan.{item.partition}.assessed", event)
         return nxt
 
     return replace(stage, commit=commit)
-
-
-def _risk_groups(
-    conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]]
-) -> list[tuple[str, int, str]]:
-    if not keys:
-        return []
-    a = loan_assessments.c
-    rows = (
-        conn.execute(
-            select(a.loan_id, a.loan_version, a.risk_group).where(
-                a.lender_id == lender_id, tuple_(a.loan_id, a.loan_version).in_(list(keys))
-            )
-        )
-        .tuples()
-        .all()
-    )
-    order = {key: i for i, key in enumerate(keys)}
-    return sorted(((r[0], int(r[1]), r[2]) for r in rows), key=lambda r: order.get((r[0], r[1]), 0))
 
 
 def report_refused(conn: Connection, item: Item, errors: list[LoanError]) -> None:

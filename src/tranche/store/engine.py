@@ -49,7 +49,7 @@ def create_store_engine(url: str, **kwargs: Any) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=60000")
-            cursor.execute("PRAGMA cache_size=-8000")  # 8 MB per connection: memory stays flat
+            cursor.execute("PRAGMA cache_size=-4000")  # 4 MB per connection: memory stays flat
             cursor.close()
 
         @event.listens_for(engine, "begin")
