@@ -336,6 +336,8 @@ def _investor_reports(api: httpx.Client) -> dict[str, Any]:
         xirr = _ok(api.get(f"/v1/investors/{investor.investor_id}/return", params={"currency": "EUR"}))[
             "xirr"
         ]
+        # The demo's day passes in seconds of real time: a yearly rate over seconds means nothing.
+        xirr = xirr or "n/a (the cash flows are seconds apart)"
         view = _ok(api.get(f"/v1/portfolios/{investor.portfolio_id}")) if investor.portfolio_id else None
         reports[investor.investor_id] = {
             "cash": cash,
