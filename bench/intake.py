@@ -12,6 +12,7 @@ For each size it measures, each in a fresh child process so that peak RSS is the
     python bench/intake.py                 # 100k and 1M loans
     python bench/intake.py --quick         # 20k and 100k loans
     python bench/intake.py --sizes 250000  # any sizes
+    python bench/intake.py --intake-only   # read and diff alone, without the assess stage
 
 Targets (issue 2): all new ≥ 30,000 loans/s; unchanged ≥ 100,000 loans/s; peak RSS ≤ 100 MB; peak RSS at the
 largest size ≤ 1.2 × peak RSS at the smallest.
@@ -132,7 +133,7 @@ def child_floor(tape: Path, db: Path) -> dict[str, Any]:
     return {"loans": count, "seconds": elapsed}
 
 
-def child_tranche(tapes: list[Path], db: Path, archive: Path) -> dict[str, Any]:
+def child_tranche(tapes: list[Path], db: Path, archive: Path, intake_only: bool) -> dict[str, Any]:
     from dataclasses import replace
 
     from tranche.bootstrap import bootstrap
@@ -146,6 +147,8 @@ def child_tranche(tapes: list[Path], db: Path, archive: Path) -> dict[str, Any]:
     container = bootstrap(settings)
     with container.engine.begin() as conn:
         register_lender(conn, "bench", "Bench", at=container.clock.now())
+    if intake_only:
+        container.intake_stages.next_stage = None  # diffed slices finish instead of going on to assessment
     container.start_workers()  # as `tranche serve` runs them
     runs = []
     for tape in tapes:
@@ -180,11 +183,16 @@ def run_child(*args: str) -> tuple[dict[str, Any], float]:
     return answer, max(usage.ru_maxrss / 1024, answer.get("children_peak_rss_mb", 0.0))
 
 
-def measure(n: int, workdir: Path) -> dict[str, Any]:
+def measure(n: int, workdir: Path, intake_only: bool) -> dict[str, Any]:
     tape, again = make_tapes(n, workdir)
     floor, floor_rss = run_child("floor", str(tape), str(workdir / f"floor-{n}.db"))
     tranche, rss = run_child(
-        "tranche", str(workdir / f"tranche-{n}.db"), str(workdir / f"archive-{n}"), str(tape), str(again)
+        "tranche",
+        "1" if intake_only else "0",
+        str(workdir / f"tranche-{n}.db"),
+        str(workdir / f"archive-{n}"),
+        str(tape),
+        str(again),
     )
     new, unchanged = tranche["runs"]
     assert new["counts"]["new"] == n and unchanged["counts"]["unchanged"] == n
@@ -205,19 +213,19 @@ def main() -> None:
         print(json.dumps(child_floor(Path(sys.argv[2]), Path(sys.argv[3]))))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "tranche":
-        print(
-            json.dumps(child_tranche([Path(p) for p in sys.argv[4:]], Path(sys.argv[2]), Path(sys.argv[3])))
-        )
+        tapes = [Path(p) for p in sys.argv[5:]]
+        print(json.dumps(child_tranche(tapes, Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[2] == "1")))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20k and 100k loans")
     parser.add_argument("--sizes", type=int, nargs="*", help="tape sizes in loans")
+    parser.add_argument("--intake-only", action="store_true", help="read and diff alone, without assessment")
     args = parser.parse_args()
     sizes = args.sizes or ([20_000, 100_000] if args.quick else [100_000, 1_000_000])
     results = []
     with tempfile.TemporaryDirectory(prefix="tranche-bench-") as tmp:
         for n in sizes:
-            result = measure(n, Path(tmp))
+            result = measure(n, Path(tmp), args.intake_only)
             results.append(result)
             print(
                 f"{n:>9,} loans  floor {result['floor_loans_per_s']:>8,}/s  "
@@ -226,13 +234,17 @@ def main() -> None:
                 f"peak RSS {result['peak_rss_mb']:.0f} MB (target 100; floor {result['floor_peak_rss_mb']:.0f})",
                 flush=True,
             )
-    summary: dict[str, Any] = {"sizes": results}
+    summary: dict[str, Any] = {
+        "stages": "read, diff" if args.intake_only else "read, diff, assess",
+        "sizes": results,
+    }
     if len(results) > 1:
         ratio = results[-1]["peak_rss_mb"] / results[0]["peak_rss_mb"]
         summary["rss_ratio_largest_to_smallest"] = round(ratio, 3)
         print(f"peak RSS at {sizes[-1]:,} / at {sizes[0]:,}: {ratio:.2f} (target ≤ 1.2)")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "intake.json").write_text(json.dumps(summary, indent=2))
+    name = "intake-only.json" if args.intake_only else "intake.json"
+    (RESULTS / name).write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
