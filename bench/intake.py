@@ -54,9 +54,13 @@ def make_tapes(n: int, workdir: Path) -> tuple[Path, Path]:
                 break
         assert split is not None
         source.seek(split)
-        shutil.copyfileobj(source, out)
+        shutil.copyfileobj(source, out, 1 << 20)
         source.seek(0)
-        out.write(source.read(split))
+        left = split
+        while left:
+            chunk = source.read(min(left, 1 << 20))
+            out.write(chunk)
+            left -= len(chunk)
     return tape, again
 
 
@@ -184,7 +188,9 @@ def run_child(*args: str) -> tuple[dict[str, Any], float]:
 
 
 def measure(n: int, workdir: Path, intake_only: bool) -> dict[str, Any]:
-    tape, again = make_tapes(n, workdir)
+    # Made in a child so that this process stays small: a child's peak RSS counts what it inherits at fork.
+    paths, _rss = run_child("tapes", str(n), str(workdir))
+    tape, again = Path(paths["tape"]), Path(paths["again"])
     floor, floor_rss = run_child("floor", str(tape), str(workdir / f"floor-{n}.db"))
     tranche, rss = run_child(
         "tranche",
@@ -209,6 +215,10 @@ def measure(n: int, workdir: Path, intake_only: bool) -> dict[str, Any]:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "tapes":
+        tape, again = make_tapes(int(sys.argv[2]), Path(sys.argv[3]))
+        print(json.dumps({"tape": str(tape), "again": str(again)}))
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "floor":
         print(json.dumps(child_floor(Path(sys.argv[2]), Path(sys.argv[3]))))
         return
