@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -19,7 +20,7 @@ from tranche.bus import (
     UnsupportedBusUrlError,
     connect,
 )
-from tranche.bus.codec import decode, encode
+from tranche.bus.codec import decode, encode, to_jsonable
 from tranche.bus.topics import topic_matches
 from tranche.intake.loan import Borrower, Loan, LoanStatus, Payment, ScheduleType
 
@@ -55,6 +56,17 @@ def test_an_event_decodes_to_an_equal_event_with_exact_decimals(event: Sample) -
     assert back == event
     assert all(isinstance(rate, Decimal) for _, rate in back.pairs)
     assert str(back.rate) == str(event.rate)
+
+
+@given(samples)
+def test_encoding_writes_exactly_what_the_general_conversion_makes(event: Sample) -> None:
+    general = json.dumps(to_jsonable(event), separators=(",", ":"), ensure_ascii=False).encode()
+    assert encode(event) == general
+    # Keys JSON does not take (dates here) go the general way.
+    assert (
+        encode({event.on: event})
+        == json.dumps(to_jsonable({event.on: event}), separators=(",", ":"), ensure_ascii=False).encode()
+    )
 
 
 def test_a_loan_with_enums_nested_records_and_optionals_round_trips() -> None:
