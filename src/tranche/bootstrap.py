@@ -24,7 +24,6 @@ from tranche.config import Settings
 from tranche.intake import events as intake_events
 from tranche.intake.archive import Archive, LocalArchive
 from tranche.intake.assessing import assess_stage, load_for_assessment, report_refused
-from tranche.intake.parsing import InlineParser, ProcessPoolParser, SliceParser
 from tranche.intake.service import Intake
 from tranche.intake.stages import IntakeStages
 from tranche.ledger.drift import PortfolioDrifted
@@ -38,6 +37,7 @@ from tranche.matching.service import MatchingService
 from tranche.pipeline import Pipeline, PipelineRunner, overrides_from_env
 from tranche.settlement import SettlementNode
 from tranche.shared.clock import Clock, SystemClock
+from tranche.shared.compute import make_compute
 from tranche.store.engine import create_store_engine
 from tranche.store.migrate import upgrade
 from tranche.trading.adapters import SqlPortfolioStore
@@ -106,7 +106,7 @@ class Container:
     def close(self) -> None:
         if self._workers_started:
             self.runner.stop()
-        self.intake_stages.parser.close()
+        self.intake_stages.compute.close()
         self.projector.close()
         self.engine.dispose()
 
@@ -149,22 +149,23 @@ def bootstrap(
     def publish(conn: Connection, topic: str, event: object) -> None:
         add_to_outbox(conn, topic, event, codec=codec, now=clock.now())
 
-    parser: SliceParser = (
-        ProcessPoolParser(settings.parse_processes) if settings.parse_processes > 0 else InlineParser()
-    )
+    # Decoding tapes and projecting cash flows run in this pool of processes, so that a tape uses every core.
+    compute = make_compute(settings.parse_processes)
     intake_stages = IntakeStages(
         engine,
         archive,
         clock,
         slice_size=settings.slice_size,
         publish=publish,
-        parser=parser,
-        # One more thread than parsing processes: while they parse, it looks up and writes.
+        compute=compute,
+        # One more thread than computing processes: while they parse, it looks up and writes.
         diff_concurrency=settings.parse_processes + 1,
         next_stage=ASSESS,
     )
     projector = make_cashflow_projector(settings.cashflow_url)
-    assess = AssessStage(engine, projector, clock, load_for_assessment, report_errors=report_refused)
+    assess = AssessStage(
+        engine, projector, clock, load_for_assessment, report_errors=report_refused, compute=compute
+    )
     pipelines = [intake_stages.pipeline(more=[assess_stage(assess, publish)])]
     runner = PipelineRunner(
         engine, pipelines, clock=clock, overrides=overrides_from_env(os.environ), partitions=settings.lenders

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from assessment_loans import make_loan
 from sqlalchemy import Connection, Engine, func, select
@@ -11,6 +12,7 @@ from sqlalchemy import Connection, Engine, func, select
 from tranche.assessment.errors import LoanError
 from tranche.assessment.projectors import BuiltinCashflowProjector, CashflowProjector, HttpCashflowClient
 from tranche.assessment.service import CashflowServer
+from tranche.assessment.slices import LoadedSlice
 from tranche.assessment.stage import ASSESS, AssessStage
 from tranche.assessment.tables import loan_assessments
 from tranche.intake.loan import Loan
@@ -27,8 +29,12 @@ LOANS = {
 LOANS["lender-2", "BAD"] = make_loan("BAD", lender_id="lender-2", rate="-0.1")
 
 
-def load(conn: Connection, lender_id: str, wanted: Sequence[tuple[str, int]]) -> list[tuple[Loan, int]]:
-    return [(LOANS[lender_id, loan_id], version) for loan_id, version in wanted]
+def build(lender_id: str, rows: list[tuple[Any, ...]]) -> list[tuple[Loan, int]]:
+    return [(LOANS[lender_id, loan_id], version) for loan_id, version in rows]
+
+
+def load(conn: Connection, lender_id: str, wanted: Sequence[tuple[str, int]]) -> LoadedSlice:
+    return LoadedSlice(list(wanted), build)
 
 
 def run(

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Depends
 
 from tranche.api.app import container_of
 from tranche.assessment.domain import Assessment, RiskRuleVersion
+from tranche.assessment.projection import project
 from tranche.assessment.rules import parse_risk_rules
 from tranche.assessment.store import (
     assessment_history,
@@ -16,6 +17,8 @@ from tranche.assessment.store import (
     save_risk_rules,
 )
 from tranche.bootstrap import Container
+from tranche.intake.assessing import load_versions
+from tranche.intake.loan import Loan
 from tranche.shared.errors import NotFoundError
 
 router = APIRouter(tags=["assessment"])
@@ -31,7 +34,9 @@ def _rules_view(version: RiskRuleVersion) -> dict[str, Any]:
     }
 
 
-def _assessment_view(assessment: Assessment) -> dict[str, Any]:
+def _assessment_view(assessment: Assessment, loan: Loan | None) -> dict[str, Any]:
+    """An assessment with its dated schedule: as kept (from an external service), or projected again from
+    ``loan``, the version it assessed (the built-in projection is a function of the version alone)."""
     view: dict[str, Any] = {
         "lender_id": assessment.lender_id,
         "loan_id": assessment.loan_id,
@@ -51,10 +56,13 @@ def _assessment_view(assessment: Assessment) -> dict[str, Any]:
         "assessed_at": assessment.assessed_at.isoformat(),
         "schedule": None,
     }
-    if assessment.has_schedule:
+    projection = (
+        assessment.projection() if assessment.has_schedule else project(loan) if loan is not None else None
+    )
+    if projection is not None:
         view["schedule"] = [
             {"date": p.date.isoformat(), "principal": p.principal, "interest": p.interest}
-            for p in assessment.projection().periods()
+            for p in projection.periods()
         ]
     return view
 
@@ -97,8 +105,11 @@ def put_risk_rules(
 def get_assessments(lender_id: str, loan_id: str, container: ContainerDep) -> dict[str, Any]:
     with container.engine.connect() as conn:
         history = assessment_history(conn, lender_id, loan_id)
+        versions = sorted({a.loan_version for a in history if not a.has_schedule})
+        loans = {v: loan for loan, v in load_versions(conn, lender_id, [(loan_id, v) for v in versions])}
     if not history:
         raise NotFoundError(
             f"loan {loan_id} of {lender_id} has not been assessed", record=f"{lender_id}/{loan_id}"
         )
-    return {"lender_id": lender_id, "loan_id": loan_id, "assessments": [_assessment_view(a) for a in history]}
+    views = [_assessment_view(a, loans.get(a.loan_version)) for a in history]
+    return {"lender_id": lender_id, "loan_id": loan_id, "assessments": views}

@@ -32,6 +32,10 @@ __all__ = ["BuiltinCashflowProjector", "CashflowProjector", "HttpCashflowClient"
 class CashflowProjector(Protocol):
     """Projects slices of loans; each result in its loan's position."""
 
+    in_process: bool
+    """True when projecting is pure computation in this process (no call to fail), which may then run in a
+    pool of processes; False for a remote service."""
+
     def project_many(self, loans: Sequence[CashflowTerms]) -> list[Projection | LoanError]: ...
 
     def close(self) -> None: ...
@@ -39,6 +43,8 @@ class CashflowProjector(Protocol):
 
 class BuiltinCashflowProjector:
     """The in-process projection (:func:`tranche.assessment.projection.project_many`); never fails a call."""
+
+    in_process = True
 
     def project_many(self, loans: Sequence[CashflowTerms]) -> list[Projection | LoanError]:
         return project_many(loans)
@@ -71,6 +77,8 @@ class HttpCashflowClient:
     batch is sent as several calls; if any fails, the whole slice fails (projections are pure, so the retry
     of the slice repeats no side effect).
     """
+
+    in_process = False
 
     def __init__(
         self,

@@ -3,7 +3,8 @@
 The item's payload names the slice as ``{"loans": [[loan_id, version], ...]}`` within the item's partition
 (the lender), as intake's diff stage hands it on. Loading those versions is intake's business, so the stage
 is given a ``load_loans`` function; reporting the loans that cannot be assessed (to the batch's errors) is
-given as ``report_errors``. Failures of the projector's call become the pipeline's own: a retryable one is
+given as ``report_errors``. With the built-in projection, making the loans, projecting and grouping them
+runs through ``compute`` (a pool of processes in ``tranche serve``), and this process only reads and writes. Failures of the projector's call become the pipeline's own: a retryable one is
 retried from this stage (``Retry-After`` honoured; a 429 does not count against the breaker, since it says the
 service is alive), a terminal one fails the item. A loan the projector refuses fails alone.
 """
@@ -11,35 +12,27 @@ service is alive), a terminal one fails the item. A loan the projector refuses f
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine
 
 from tranche.assessment.errors import LoanError, RetryableServiceError, TerminalServiceError
-from tranche.assessment.handlers import project_slice, record_assessments
-from tranche.assessment.projection import Projection
+from tranche.assessment.handlers import project_slice
 from tranche.assessment.projectors import CashflowProjector
-from tranche.intake.loan import Loan
+from tranche.assessment.slices import AssessedRows, LoadedSlice, assess_projected, project_and_assess
+from tranche.assessment.store import latest_risk_rules, write_assessment_rows
 from tranche.pipeline import BreakerPolicy, Item, Next, RetryableError, RetryPolicy, Stage, TerminalError
 from tranche.shared.clock import Clock
+from tranche.shared.compute import Compute, InlineCompute
 from tranche.store.engine import reading
 
 __all__ = ["ASSESS", "AssessStage", "LoadLoans", "ReportErrors"]
 
 ASSESS = "intake.assess"
 
-LoadLoans = Callable[[Connection, str, Sequence[tuple[str, int]]], list[tuple[Loan, int]]]
+LoadLoans = Callable[[Connection, str, Sequence[tuple[str, int]]], LoadedSlice]
 """(connection, lender_id, [(loan_id, version), ...]) -> the loan versions, in that order."""
 ReportErrors = Callable[[Connection, Item, list[LoanError]], None]
 """Records, in the stage's transaction, the loans of an item that cannot be assessed."""
-
-
-@dataclass(frozen=True, slots=True)
-class Projected:
-    """What the stage's work hands to its commit."""
-
-    loans: list[tuple[Loan, int]]
-    results: list[Projection | LoanError]
 
 
 class AssessStage:
@@ -59,7 +52,7 @@ class AssessStage:
         concurrency: int = 2,
         retry: RetryPolicy | None = None,
         breaker: BreakerPolicy | None = None,
-        keep_schedule: bool = True,
+        compute: Compute | None = None,
     ) -> None:
         self.engine = engine
         self.projector = projector
@@ -72,7 +65,7 @@ class AssessStage:
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy(max_attempts=12, initial_delay=0.5, max_delay=60.0)
         self.breaker = breaker or BreakerPolicy()
-        self.keep_schedule = keep_schedule
+        self.compute: Compute = compute or InlineCompute()
 
     def stage(self) -> Stage:
         return Stage(
@@ -86,11 +79,18 @@ class AssessStage:
             breaker=self.breaker,
         )
 
-    def work(self, item: Item) -> Projected:
-        """Load the slice and project it, outside any transaction."""
+    def work(self, item: Item) -> AssessedRows:
+        """Load the slice and the lender's rules, project and group, outside any transaction."""
+        lender_id = item.partition
         wanted = [(str(entry[0]), int(entry[1])) for entry in item.payload["loans"]]
         with reading(self.engine) as conn:
-            loans = self.load_loans(conn, item.partition, wanted)
+            loaded = self.load_loans(conn, lender_id, wanted)
+            rules = latest_risk_rules(conn, lender_id)
+        now = self.clock.now()
+        sqlite = self.engine.dialect.name == "sqlite"
+        if self.projector.in_process:
+            return self.compute.run(project_and_assess, loaded, lender_id, rules, now, sqlite)
+        loans = loaded.loans(lender_id)
         try:
             results = project_slice(self.projector, [loan for loan, _ in loans])
         except RetryableServiceError as exc:
@@ -99,15 +99,17 @@ class AssessStage:
             ) from exc
         except TerminalServiceError as exc:
             raise TerminalError(exc.message) from exc
-        return Projected(loans, results)
+        # An external service's schedule cannot be projected again from the loan: it is kept.
+        return assess_projected(loans, results, rules, now, sqlite, keep_schedule=True)
 
-    def commit(self, conn: Connection, item: Item, projected: Projected) -> Next:
-        """Record the assessments (and report the refused loans) in the transaction that moves the item."""
-        outcome = record_assessments(conn, projected.loans, projected.results, self.clock, self.keep_schedule)
-        if outcome.errors and self.report_errors is not None:
-            self.report_errors(conn, item, outcome.errors)
+    def commit(self, conn: Connection, item: Item, assessed: AssessedRows) -> Next:
+        """Append the assessments (and report the refused loans) in the transaction that moves the item.
+        Idempotent: a slice assessed again after a crash stores each assessment once."""
+        write_assessment_rows(conn, assessed.rows)
+        if assessed.refused and self.report_errors is not None:
+            self.report_errors(conn, item, assessed.errors(item.partition))
         # The item carries on with what was assessed, each loan with its risk group.
-        assessed = [[a.loan_id, a.loan_version, a.risk_group] for a in outcome.assessments]
         return Next(
-            stage=self.next_stage, payload={**item.payload, "loans": assessed, "refused": len(outcome.errors)}
+            stage=self.next_stage,
+            payload={**item.payload, "loans": assessed.assessed, "refused": len(assessed.refused)},
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, select
@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from tranche.assessment.domain import Assessment, RiskRuleVersion
 from tranche.assessment.errors import RiskRulesConflictError
 from tranche.assessment.rules import RiskRules, parse_risk_rules
+from tranche.assessment.slices import COLUMNS, assessment_row
 from tranche.assessment.tables import loan_assessments, risk_rules
 from tranche.intake.loan import ScheduleType
 
@@ -28,6 +29,7 @@ __all__ = [
     "latest_risk_rules_many",
     "risk_rules_history",
     "save_risk_rules",
+    "write_assessment_rows",
     "write_assessments",
 ]
 
@@ -120,73 +122,17 @@ def risk_rules_history(conn: Connection, lender_id: str) -> list[RiskRuleVersion
     return [_rule_version(row) for row in rows]
 
 
-_COLUMNS = (
-    "lender_id",
-    "loan_id",
-    "loan_version",
-    "rule_version",
-    "risk_group",
-    "currency",
-    "schedule_type",
-    "periods",
-    "total_principal",
-    "total_interest",
-    "next_payment_amount",
-    "next_payment_date",
-    "maturity_date",
-    "schedule",
-    "assessed_at",
-)
 _UNIQUE = "lender_id, loan_id, loan_version, rule_version"
 
 
 def _insert_sql(placeholder: str) -> str:
     return (
-        f"INSERT INTO {loan_assessments.name} ({', '.join(_COLUMNS)}) "
-        f"VALUES ({', '.join([placeholder] * len(_COLUMNS))}) ON CONFLICT ({_UNIQUE}) DO NOTHING"
+        f"INSERT INTO {loan_assessments.name} ({', '.join(COLUMNS)}) "
+        f"VALUES ({', '.join([placeholder] * len(COLUMNS))}) ON CONFLICT ({_UNIQUE}) DO NOTHING"
     )
 
 
 _INSERT = {"sqlite": _insert_sql("?"), "postgresql": _insert_sql("%s")}
-
-
-def _sqlite_date(value: date | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _sqlite_datetime(value: datetime) -> str:
-    # SQLAlchemy's own SQLite storage format, so that Core reads the rows back as it wrote them.
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def _row(assessment: Assessment, sqlite: bool) -> tuple[Any, ...]:
-    schedule = (
-        json.dumps(
-            {"principal": assessment.principal, "interest": assessment.interest}, separators=(",", ":")
-        )
-        if assessment.has_schedule
-        else None
-    )
-    next_date, maturity, at = assessment.next_payment_date, assessment.maturity_date, assessment.assessed_at
-    return (
-        assessment.lender_id,
-        assessment.loan_id,
-        assessment.loan_version,
-        assessment.rule_version,
-        assessment.risk_group,
-        assessment.currency,
-        assessment.schedule_type.value,
-        assessment.periods,
-        assessment.total_principal,
-        assessment.total_interest,
-        assessment.next_payment_amount,
-        _sqlite_date(next_date) if sqlite else next_date,
-        _sqlite_date(maturity) if sqlite else maturity,
-        schedule,
-        _sqlite_datetime(at) if sqlite else at,
-    )
 
 
 def write_assessments(conn: Connection, assessments: Sequence[Assessment]) -> None:
@@ -197,14 +143,19 @@ def write_assessments(conn: Connection, assessments: Sequence[Assessment]) -> No
     this runs for every loan of every tape, and SQLAlchemy's per-row parameter processing would cost more
     than the database's insert.
     """
-    if not assessments:
+    sqlite = conn.dialect.name == "sqlite"
+    write_assessment_rows(conn, [assessment_row(a, sqlite) for a in assessments])
+
+
+def write_assessment_rows(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """:func:`write_assessments` of rows made by :func:`~tranche.assessment.slices.assessment_row` (for this
+    connection's database)."""
+    if not rows:
         return
-    dialect = conn.dialect.name
-    statement = _INSERT.get(dialect)
+    statement = _INSERT.get(conn.dialect.name)
     if statement is None:  # pragma: no cover - tranche runs on these two only
-        raise NotImplementedError(f"no idempotent insert for {dialect}")
-    sqlite = dialect == "sqlite"
-    conn.exec_driver_sql(statement, [_row(a, sqlite) for a in assessments])
+        raise NotImplementedError(f"no idempotent insert for {conn.dialect.name}")
+    conn.exec_driver_sql(statement, list(rows))
 
 
 def _assessment(row: Row[Any]) -> Assessment:

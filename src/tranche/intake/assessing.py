@@ -14,6 +14,7 @@ import bson
 from sqlalchemy import Connection, insert, select, tuple_
 
 from tranche.assessment.errors import LoanError
+from tranche.assessment.slices import LoadedSlice
 from tranche.assessment.stage import ASSESS, AssessStage
 from tranche.assessment.store import latest_risk_rules
 from tranche.intake.events import AssessedLoan, LoansAssessed
@@ -30,10 +31,9 @@ _COLUMNS = (
 )
 
 
-def load_versions(
-    conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]]
-) -> list[tuple[Loan, int]]:
-    """The loan versions named by (loan_id, version), in that order, from their stored columns.
+def version_rows(conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]]) -> list[tuple[Any, ...]]:
+    """The stored columns of the loan versions named by (loan_id, version), in that order (those missing
+    left out), as plain tuples for :func:`loans_from_columns`.
 
     One statement for a whole slice, straight through the driver: this runs for every loan of every tape.
     """
@@ -55,8 +55,20 @@ def load_versions(
                 (lender_id, [k for k, _ in keys], [v for _, v in keys]),
             )
             rows = cursor.fetchall()
-    found = {(r[0], int(r[1])): r for r in rows}
-    return [(_loan(lender_id, found[key]), key[1]) for key in keys if key in found]
+    found = {(r[0], int(r[1])): tuple(r) for r in rows}
+    return [found[key] for key in keys if key in found]
+
+
+def loans_from_columns(lender_id: str, rows: list[tuple[Any, ...]]) -> list[tuple[Loan, int]]:
+    """(loan, version) of each row of :func:`version_rows`."""
+    return [(_loan(lender_id, r), int(r[1])) for r in rows]
+
+
+def load_versions(
+    conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]]
+) -> list[tuple[Loan, int]]:
+    """The loan versions named by (loan_id, version), in that order, from their stored columns."""
+    return loans_from_columns(lender_id, version_rows(conn, lender_id, keys))
 
 
 def _loan(lender_id: str, r: Any) -> Loan:
@@ -150,45 +162,47 @@ def report_refused(conn: Connection, item: Item, errors: list[LoanError]) -> Non
     )
 
 
+def document_rows(conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]]) -> list[tuple[Any, ...]]:
+    """(loan_id, version, format, document) of the loan versions named by (loan_id, version), in that order
+    (those missing left out), as the lender sent them, for :func:`loans_from_documents`."""
+    if not keys:
+        return []
+    v = loan_versions.c
+    rows = conn.execute(
+        select(v.loan_id, v.version, v.format, v.body).where(
+            v.lender_id == lender_id, tuple_(v.loan_id, v.version).in_(list(keys))
+        )
+    ).tuples()
+    found = {(r[0], int(r[1])): (r[0], int(r[1]), r[2], bytes(r[3])) for r in rows}
+    return [found[key] for key in keys if key in found]
+
+
+def loans_from_documents(lender_id: str, rows: list[tuple[Any, ...]]) -> list[tuple[Loan, int]]:
+    """(loan, version) of each row of :func:`document_rows`: with their payments and unknown fields."""
+    # The documents were valid when they were stored; a later configuration change does not undo that.
+    options = ParseOptions(allow_double_amounts=True)
+    loans = []
+    for _loan_id, version, fmt, body in rows:
+        decoded = bson.decode(body) if fmt == "bson" else json.loads(body)
+        loan = parse_loan(lender_id, decoded, options)
+        if isinstance(loan, Loan):
+            loans.append((loan, version))
+    return loans
+
+
 def load_documents(
     conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]]
 ) -> list[tuple[Loan, int]]:
     """The loan versions named by (loan_id, version), in that order, read from the documents as the lender
     sent them: with their payments and unknown fields (what settling repayments needs)."""
-    if not keys:
-        return []
-    v = loan_versions.c
-    rows = (
-        conn.execute(
-            select(v.loan_id, v.version, v.format, v.body).where(
-                v.lender_id == lender_id, tuple_(v.loan_id, v.version).in_(list(keys))
-            )
-        )
-        .tuples()
-        .all()
-    )
-    found = {(r[0], int(r[1])): r for r in rows}
-    # The documents were valid when they were stored; a later configuration change does not undo that.
-    options = ParseOptions(allow_double_amounts=True)
-    loans = []
-    for key in keys:
-        row = found.get(key)
-        if row is None:
-            continue
-        decoded = bson.decode(bytes(row[3])) if row[2] == "bson" else json.loads(bytes(row[3]))
-        loan = parse_loan(lender_id, decoded, options)
-        if isinstance(loan, Loan):
-            loans.append((loan, key[1]))
-    return loans
+    return loans_from_documents(lender_id, document_rows(conn, lender_id, keys))
 
 
-def load_for_assessment(
-    conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]]
-) -> list[tuple[Loan, int]]:
+def load_for_assessment(conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]]) -> LoadedSlice:
     """What the assess stage projects and groups: the stored columns, which is all the projection and the
     usual rules need; or the whole documents when the lender's rules look at the borrower's or the loan's
     extra attributes (``borrower.<name>``, ``loan.<name>``)."""
     rules = latest_risk_rules(conn, lender_id).rules
     if any("." in condition.field for rule in rules.rules for condition in rule.all):
-        return load_documents(conn, lender_id, keys)
-    return load_versions(conn, lender_id, keys)
+        return LoadedSlice(document_rows(conn, lender_id, keys), loans_from_documents)
+    return LoadedSlice(version_rows(conn, lender_id, keys), loans_from_columns)

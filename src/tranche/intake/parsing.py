@@ -1,21 +1,17 @@
-"""Decoding and validating the documents of a slice, in this thread or in a pool of processes.
+"""Decoding and validating the documents of a slice: :func:`parse_documents`, which the diff stage runs
+through a :class:`~tranche.shared.compute.Compute` (in a pool of processes by default).
 
 Decoding BSON and validating a loan is the CPU-heavy part of intake; the store's part is not. With a pool,
 slices are parsed in other processes while this one looks up and writes, so a tape uses every core. What
-crosses the process boundary is small: raw documents in, compact tuples out. The worker imports only the
-parser (no SQLAlchemy, no web stack).
+crosses the process boundary is small: raw documents in, compact tuples out. This module imports only the
+parser (no SQLAlchemy, no web stack), so neither does a worker that only parses.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
-import threading
-import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Protocol
+from typing import Any
 
 import bson
 
@@ -67,63 +63,3 @@ def parse_documents(
         )
         out.append((index, loan.loan_id, loan.status.value, fields, content_hash(loan)))
     return out
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Runs in each worker: end it when the process that started it is gone (even killed with SIGKILL),
-    instead of leaving it idle for ever."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-class SliceParser(Protocol):
-    def parse(
-        self, lender_id: str, fmt: str, allow_doubles: bool, docs: Sequence[tuple[int, bytes]]
-    ) -> list[Parsed]: ...
-
-    def close(self) -> None: ...
-
-
-class InlineParser:
-    """Parses on the calling thread."""
-
-    def parse(
-        self, lender_id: str, fmt: str, allow_doubles: bool, docs: Sequence[tuple[int, bytes]]
-    ) -> list[Parsed]:
-        return parse_documents(lender_id, fmt, allow_doubles, docs)
-
-    def close(self) -> None:
-        return None
-
-
-class ProcessPoolParser:
-    """Parses in a pool of ``processes`` worker processes, started on first use."""
-
-    def __init__(self, processes: int) -> None:
-        self.processes = processes
-        self._pool: ProcessPoolExecutor | None = None
-
-    def parse(
-        self, lender_id: str, fmt: str, allow_doubles: bool, docs: Sequence[tuple[int, bytes]]
-    ) -> list[Parsed]:
-        if not docs:
-            return []
-        if self._pool is None:
-            # spawn: the workers start clean, without this process's threads, connections and imports.
-            self._pool = ProcessPoolExecutor(
-                self.processes,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_exit_with_parent,
-                initargs=(os.getpid(),),
-            )
-        return self._pool.submit(parse_documents, lender_id, fmt, allow_doubles, list(docs)).result()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None

@@ -35,11 +35,12 @@ from tranche.intake.events import (
     RejectedLoan,
 )
 from tranche.intake.loan import LoanStatus
-from tranche.intake.parsing import InlineParser, Parsed, SliceParser
+from tranche.intake.parsing import Parsed, parse_documents
 from tranche.intake.tables import batch_errors, batch_reads, batches, slice_results
 from tranche.intake.tape import RawDocument, TapeDamage, TapeFormat, bson_string_field, iter_documents
 from tranche.pipeline import Item, NewItem, Next, Pipeline, RetryPolicy, Stage
 from tranche.shared.clock import Clock
+from tranche.shared.compute import Compute, InlineCompute
 from tranche.store.engine import reading
 
 READ = "intake.read"
@@ -107,7 +108,7 @@ class IntakeStages:
         slice_size: int = 1000,
         publish: Publish | None = None,
         next_stage: str | None = None,
-        parser: SliceParser | None = None,
+        compute: Compute | None = None,
         diff_concurrency: int = 1,
     ) -> None:
         self.engine = engine
@@ -116,7 +117,7 @@ class IntakeStages:
         self.slice_size = slice_size
         self.publish = publish
         self.next_stage = next_stage
-        self.parser: SliceParser = parser or InlineParser()
+        self.compute: Compute = compute or InlineCompute()
         self.diff_concurrency = diff_concurrency
 
     def stages(self) -> list[Stage]:
@@ -280,7 +281,8 @@ class IntakeStages:
                 continue
             by_index[doc.index] = (doc, raw_hash, head)
         result.format = fmt.value
-        parsed = self.parser.parse(
+        parsed = self.compute.run(
+            parse_documents,
             lender_id,
             fmt.value,
             config.allow_double_amounts,

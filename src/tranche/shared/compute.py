@@ -1,0 +1,89 @@
+"""Running CPU-heavy pure functions on every core: on the calling thread, or in a pool of processes.
+
+Decoding tapes and projecting cash flows is pure Python arithmetic, so threads cannot share it out (they take
+turns holding the interpreter). A :class:`ProcessCompute` runs such functions in worker processes while the
+calling process looks up and writes. What crosses the process boundary must pickle: a module-level function,
+and plain arguments and results (tuples, not ORM rows or connections).
+
+    compute = ProcessCompute(2)
+    parsed = compute.run(parse_documents, lender_id, "bson", False, docs)
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Protocol, TypeVar
+
+__all__ = ["Compute", "InlineCompute", "ProcessCompute", "make_compute"]
+
+T = TypeVar("T")
+
+
+class Compute(Protocol):
+    def run(self, fn: Callable[..., T], /, *args: Any) -> T:
+        """``fn(*args)``, wherever this runs it; blocks until it is done and raises what it raised."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class InlineCompute:
+    """Runs on the calling thread."""
+
+    def run(self, fn: Callable[..., T], /, *args: Any) -> T:
+        return fn(*args)
+
+    def close(self) -> None:
+        return None
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Runs in each worker: end it when the process that started it is gone (even killed with SIGKILL),
+    instead of leaving it idle for ever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+class ProcessCompute:
+    """Runs in a pool of ``processes`` worker processes, started on first use; thread-safe."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def run(self, fn: Callable[..., T], /, *args: Any) -> T:
+        return self._started().submit(fn, *args).result()
+
+    def _started(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                # spawn: the workers start clean, without this process's threads, connections and imports.
+                self._pool = ProcessPoolExecutor(
+                    self.processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_exit_with_parent,
+                    initargs=(os.getpid(),),
+                )
+            return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+
+
+def make_compute(processes: int) -> Compute:
+    """A pool of ``processes`` workers, or the calling thread if ``processes`` is 0."""
+    return ProcessCompute(processes) if processes > 0 else InlineCompute()
