@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,17 @@ def reading(engine: Engine) -> Connection:
     return engine.connect().execution_options(readonly=True)
 
 
+_BUSY_SECONDS = 60
+_WRITING = "tranche.writing"
+
+
 def create_store_engine(url: str, **kwargs: Any) -> Engine:
     """An Engine for ``sqlite:///path`` or ``postgresql+psycopg://...``.
 
     SQLite gets WAL, ``synchronous=NORMAL``, foreign keys, a busy timeout, and ``BEGIN IMMEDIATE`` for every
-    transaction so that two writers queue instead of failing on a lock upgrade.
+    transaction so that two writers queue instead of failing on a lock upgrade. The writers of one process
+    queue on a lock of their own first: SQLite's busy handler polls, sleeping up to 100 ms between tries,
+    which would leave the database idle while threads of the same process sleep; a lock hands over at once.
     """
     url = normalise_url(url)
     parsed = make_url(url)
@@ -40,7 +47,8 @@ def create_store_engine(url: str, **kwargs: Any) -> Engine:
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 60, "isolation_level": None}, **kwargs)
+        engine = create_engine(url, connect_args={"timeout": _BUSY_SECONDS, "isolation_level": None}, **kwargs)
+        writer = threading.Lock()
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -48,16 +56,44 @@ def create_store_engine(url: str, **kwargs: Any) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.execute(f"PRAGMA busy_timeout={_BUSY_SECONDS * 1000}")
             cursor.execute("PRAGMA cache_size=-4000")  # 4 MB per connection: memory stays flat
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _begin(conn: Any) -> None:
+        def _begin(conn: Connection) -> None:
             # Readers (execution option readonly=True) take no write lock; WAL lets them run beside the writer.
-            conn.exec_driver_sql(
-                "BEGIN" if conn.get_execution_options().get("readonly") else "BEGIN IMMEDIATE"
-            )
+            if conn.get_execution_options().get("readonly"):
+                conn.exec_driver_sql("BEGIN")
+                return
+            if not writer.acquire(timeout=_BUSY_SECONDS):
+                raise TimeoutError(f"no write transaction on {parsed.database} within {_BUSY_SECONDS} s")
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                writer.release()
+                raise
+            conn.info[_WRITING] = True
+
+        # These events come before the driver's own commit or rollback, so the transaction ends here, and
+        # only then is the lock handed on; the driver then finds no transaction left to end.
+        @event.listens_for(engine, "commit")
+        def _commit(conn: Connection) -> None:
+            _end(conn, "COMMIT")
+
+        @event.listens_for(engine, "rollback")
+        def _rollback(conn: Connection) -> None:
+            _end(conn, "ROLLBACK")
+
+        def _end(conn: Connection, statement: str) -> None:
+            if not conn.info.pop(_WRITING, False):
+                return
+            try:
+                driver = conn.connection.driver_connection
+                if driver is not None and driver.in_transaction:
+                    driver.execute(statement)
+            finally:
+                writer.release()
 
         return engine
     if parsed.get_backend_name() == "postgresql":
