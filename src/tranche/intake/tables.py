@@ -117,6 +117,17 @@ loan_versions = Table(
     Column("format", String(8), nullable=False),
     Column("body", LargeBinary, nullable=False),  # the document exactly as the lender sent it
     Index("ix_loan_versions_batch", "batch_id", "run"),
+    # Covers the diff's look-up of each loan's latest version, which then never reads the (wide) rows.
+    Index(
+        "ix_loan_versions_head",
+        "lender_id",
+        "loan_id",
+        "version",
+        "raw_hash",
+        "content_hash",
+        "status",
+        "batch_sequence",
+    ),
 )
 
 # Written once per slice by the assess stage, in the transaction that records its assessments.
