@@ -39,7 +39,7 @@ from tranche.ledger.domain import (
 )
 from tranche.ledger.errors import AccountExistsError, LedgerError, UnbalancedLedgerError, UnknownAccountError
 from tranche.shared.clock import Clock
-from tranche.store.engine import reading
+from tranche.store.engine import larger_cache, reading
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -65,6 +65,7 @@ def from_micros(micros: int) -> datetime:
 
 
 _KINDS = {kind.value: kind for kind in AccountKind}
+_PHASES = {phase.value: phase for phase in Phase}
 
 
 def account_from_row(row: Sequence[Any]) -> Account:
@@ -93,7 +94,7 @@ def transfer_from_row(row: Sequence[Any]) -> Transfer:
         currency=row[4],
         code=row[5],
         ref=row[6],
-        phase=Phase(row[7]),
+        phase=_PHASES[row[7]],
         pending_id=row[8],
         timeout_us=int(row[9]),
         timestamp=int(row[10]),
@@ -118,6 +119,19 @@ class _Sql:
         return json.dumps(list(values)) if self.sqlite else list(values)
 
 
+def _fetch(conn: Connection, statement: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+    """The rows of a query run on the driver's own cursor, in the connection's transaction: a batch reads
+    tens of thousands of rows, and SQLAlchemy's result rows would cost more than the query."""
+    driver: Any = conn.connection.driver_connection
+    cursor = driver.cursor()
+    try:
+        cursor.execute(statement, params)
+        rows: list[Sequence[Any]] = cursor.fetchall()
+        return rows
+    finally:
+        cursor.close()
+
+
 def load_accounts(conn: Connection, ids: Iterable[str], *, lock: bool = False) -> dict[str, Account]:
     """The accounts among ``ids`` that exist; with ``lock`` they stay locked until the transaction ends."""
     wanted = sorted(set(ids))
@@ -125,10 +139,11 @@ def load_accounts(conn: Connection, ids: Iterable[str], *, lock: bool = False) -
         return {}
     sql = _Sql(conn)
     suffix = " ORDER BY id FOR UPDATE" if lock and not sql.sqlite else ""
-    rows = conn.exec_driver_sql(
+    rows = _fetch(
+        conn,
         f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts WHERE {sql.any_of('id')}{suffix}",
         (sql.list_param(wanted),),
-    ).all()
+    )
     return {row[0]: account_from_row(row) for row in rows}
 
 
@@ -138,10 +153,11 @@ def load_transfers(conn: Connection, ids: Iterable[str]) -> dict[str, Transfer]:
     if not wanted:
         return {}
     sql = _Sql(conn)
-    rows = conn.exec_driver_sql(
+    rows = _fetch(
+        conn,
         f"SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE {sql.any_of('id')}",
         (sql.list_param(wanted),),
-    ).all()
+    )
     return {row[0]: transfer_from_row(row) for row in rows}
 
 
@@ -319,7 +335,8 @@ class SqlLedger:
     def _apply_with_retry(self, batch: Sequence[Transfer]) -> BatchPlan:
         for attempt in range(3):
             try:
-                with self.engine.begin() as conn:
+                # About half a KiB of page cache per transfer, as the batch's index pages need.
+                with self.engine.begin() as conn, larger_cache(conn, min(len(batch) // 2, 64_000)):
                     return apply_batch(conn, batch, self.now_us())
             except IntegrityError as exc:
                 mapped = translate(exc)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,24 @@ def reading(engine: Engine) -> Connection:
 
 
 _BUSY_SECONDS = 60
+SQLITE_CACHE_KIB = 4000
+"""Page cache of each SQLite connection: a few MB, so that memory stays flat however many connections."""
 _WRITING = "tranche.writing"
+
+
+@contextmanager
+def larger_cache(conn: Connection, kib: int) -> Iterator[None]:
+    """On SQLite, a page cache of ``kib`` KiB for this connection within the block, then the usual size
+    (:data:`SQLITE_CACHE_KIB`) again, which frees the rest. For a transaction that writes tens of thousands
+    of rows into several indexes: with the usual cache, their pages would be spilled and read back."""
+    if conn.dialect.name != "sqlite" or kib <= SQLITE_CACHE_KIB:
+        yield
+        return
+    conn.exec_driver_sql(f"PRAGMA cache_size=-{int(kib)}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
 
 
 def create_store_engine(url: str, **kwargs: Any) -> Engine:
@@ -47,7 +66,9 @@ def create_store_engine(url: str, **kwargs: Any) -> Engine:
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": _BUSY_SECONDS, "isolation_level": None}, **kwargs)
+        engine = create_engine(
+            url, connect_args={"timeout": _BUSY_SECONDS, "isolation_level": None}, **kwargs
+        )
         writer = threading.Lock()
 
         @event.listens_for(engine, "connect")
@@ -57,7 +78,7 @@ def create_store_engine(url: str, **kwargs: Any) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={_BUSY_SECONDS * 1000}")
-            cursor.execute("PRAGMA cache_size=-4000")  # 4 MB per connection: memory stays flat
+            cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
