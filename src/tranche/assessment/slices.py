@@ -87,8 +87,9 @@ def _sqlite_datetime(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def assessment_row(assessment: Assessment, sqlite: bool) -> tuple[Any, ...]:
-    """An assessment as a row of :data:`COLUMNS`, with dates as text for SQLite."""
+def assessment_row(assessment: Assessment, sqlite: bool, at_text: str | None = None) -> tuple[Any, ...]:
+    """An assessment as a row of :data:`COLUMNS`, with dates as text for SQLite (``at_text``: its
+    ``assessed_at`` already so written, shared by a slice)."""
     schedule = (
         json.dumps(
             {"principal": assessment.principal, "interest": assessment.interest}, separators=(",", ":")
@@ -112,7 +113,7 @@ def assessment_row(assessment: Assessment, sqlite: bool) -> tuple[Any, ...]:
         _sqlite_date(next_date) if sqlite else next_date,
         _sqlite_date(maturity) if sqlite else maturity,
         schedule,
-        _sqlite_datetime(at) if sqlite else at,
+        (at_text or _sqlite_datetime(at)) if sqlite else at,
     )
 
 
@@ -128,8 +129,9 @@ def assess_projected(
     assessments, errors = assess_slice(
         loans, results, {rules.lender_id: rules}, assessed_at.date(), assessed_at, keep_schedule
     )
+    at_text = _sqlite_datetime(assessed_at)
     return AssessedRows(
-        [assessment_row(a, sqlite) for a in assessments],
+        [assessment_row(a, sqlite, at_text) for a in assessments],
         [[a.loan_id, a.loan_version, a.risk_group] for a in assessments],
         [(e.loan_id, e.field, e.message) for e in errors],
     )

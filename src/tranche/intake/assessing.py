@@ -71,17 +71,21 @@ def load_versions(
     return loans_from_columns(lender_id, version_rows(conn, lender_id, keys))
 
 
+_STATUS = {status.value: status for status in LoanStatus}
+_SCHEDULE = {schedule.value: schedule for schedule in ScheduleType}
+
+
 def _loan(lender_id: str, r: Any) -> Loan:
     return Loan(
         lender_id=lender_id,
         loan_id=r[0],
-        status=LoanStatus(r[2]),
+        status=_STATUS[r[2]],
         currency=r[3],
         principal=int(r[4]),
         outstanding_principal=int(r[5]),
         interest_rate=Decimal(r[6]),
         term_months=int(r[7]),
-        schedule_type=ScheduleType(r[8]),
+        schedule_type=_SCHEDULE[r[8]],
         issue_date=_day(r[9]),
         next_payment_date=None if r[10] is None else _day(r[10]),
         all_or_nothing=bool(r[11]),
