@@ -163,7 +163,7 @@ def child_tranche(tapes: list[Path], db: Path, archive: Path, intake_only: bool)
             )
         container.wake_workers()
         while (status := container.intake.batch_status(receipt.batch_id))["status"] != "completed":
-            time.sleep(0.25)
+            time.sleep(0.02)
         elapsed = time.perf_counter() - started
         runs.append({"loans": status["counts"]["read"], "seconds": elapsed, "counts": status["counts"]})
     container.close()
