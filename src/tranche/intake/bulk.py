@@ -1,4 +1,4 @@
-"""The store's hot path for intake: writing many loan versions and finding many loans' last versions.
+"""The store's hot path for intake: writing many loan versions and finding which loans a tape changes.
 
 A tape brings up to millions of loans, so these two operations skip SQLAlchemy's per-row machinery and
 speak to the driver directly: ``executemany`` with tuples on SQLite, ``COPY`` on PostgreSQL; the lookup is
@@ -48,25 +48,49 @@ class VersionWriter:
                 copy.write_row(row)
 
 
-def latest_heads(conn: Connection, lender_id: str, loan_ids: Sequence[str]) -> list[tuple[Any, ...]]:
-    """(loan_id, version, raw_hash, content_hash, status, batch_sequence) of each loan's last version."""
-    if not loan_ids:
-        return []
+_KEYS_PER_STATEMENT = 5000  # two parameters a key: well under SQLite's limit of 32766
+
+_SQLITE_CHANGED = (
+    "SELECT w.column1, h.version, h.raw_hash, h.content_hash, h.status, h.batch_sequence"
+    " FROM (VALUES {values}) AS w"
+    " LEFT JOIN loan_versions AS h INDEXED BY ix_loan_versions_head"
+    " ON h.lender_id = ? AND h.loan_id = w.column1 AND h.version ="
+    " (SELECT max(m.version) FROM loan_versions AS m WHERE m.lender_id = ? AND m.loan_id = w.column1)"
+    " WHERE h.version IS NULL OR (h.raw_hash <> w.column2 AND h.batch_sequence <= ?)"
+)
+_PG_CHANGED = (
+    "SELECT w.loan_id, h.version, h.raw_hash, h.content_hash, h.status, h.batch_sequence"
+    " FROM unnest(%s::text[], %s::bytea[]) AS w(loan_id, raw_hash)"
+    " LEFT JOIN LATERAL (SELECT v.version, v.raw_hash, v.content_hash, v.status, v.batch_sequence"
+    " FROM loan_versions AS v WHERE v.lender_id = %s AND v.loan_id = w.loan_id"
+    " ORDER BY v.version DESC LIMIT 1) AS h ON true"
+    " WHERE h.version IS NULL OR (h.raw_hash <> w.raw_hash AND h.batch_sequence <= %s)"
+)
+
+
+def changed_heads(
+    conn: Connection, lender_id: str, keys: Sequence[tuple[str, bytes]], sequence: int
+) -> list[tuple[Any, ...]]:
+    """Of the loans named by (loan_id, raw hash of the document just received), those the document may
+    change: (loan_id, version, raw_hash, content_hash, status, batch_sequence) of the last version, or
+    (loan_id, None, ...) for a loan never seen. Left out are the unchanged loans (same bytes as the last
+    version) and those a later tape than ``sequence`` already superseded.
+
+    The comparison runs in the database, so a tape of unchanged loans hands back almost nothing.
+    """
     raw = conn.connection.driver_connection
     assert raw is not None
-    if conn.dialect.name == "sqlite":
-        # SQLite takes the other columns from the row that holds max(version).
-        marks = ",".join("?" * len(loan_ids))
-        cursor = raw.execute(
-            "SELECT loan_id, max(version), raw_hash, content_hash, status, batch_sequence FROM loan_versions"
-            f" WHERE lender_id = ? AND loan_id IN ({marks}) GROUP BY loan_id",
-            (lender_id, *loan_ids),
-        )
-        return list(cursor.fetchall())
-    with raw.cursor() as cursor:
-        cursor.execute(
-            "SELECT DISTINCT ON (loan_id) loan_id, version, raw_hash, content_hash, status, batch_sequence"
-            " FROM loan_versions WHERE lender_id = %s AND loan_id = ANY(%s) ORDER BY loan_id, version DESC",
-            (lender_id, list(loan_ids)),
-        )
-        return list(cursor.fetchall())
+    rows: list[tuple[Any, ...]] = []
+    for start in range(0, len(keys), _KEYS_PER_STATEMENT):
+        chunk = keys[start : start + _KEYS_PER_STATEMENT]
+        if conn.dialect.name == "sqlite":
+            statement = _SQLITE_CHANGED.format(values=",".join("(?,?)" for _ in chunk))
+            params = (*(part for key in chunk for part in key), lender_id, lender_id, sequence)
+            rows.extend(raw.execute(statement, params).fetchall())
+        else:
+            with raw.cursor() as cursor:
+                cursor.execute(
+                    _PG_CHANGED, ([k for k, _ in chunk], [h for _, h in chunk], lender_id, sequence)
+                )
+                rows.extend(cursor.fetchall())
+    return rows

@@ -261,25 +261,32 @@ class IntakeStages:
                     if isinstance(d, RawDocument)
                 ]
             ids = [_loan_id_of(d.data, fmt) for d in docs]
-            heads = {
-                row[0]: Head(int(row[1]), bytes(row[2]), bytes(row[3]), row[4], int(row[5]))
-                for row in bulk.latest_heads(conn, lender_id, [i for i in ids if i is not None])
+            hashes = [hashlib.blake2b(d.data, digest_size=16).digest() for d in docs]
+            keys = [
+                (loan_id, raw_hash)
+                for doc, loan_id, raw_hash in zip(docs, ids, hashes, strict=True)
+                if loan_id is not None and doc.index not in skip
+            ]
+            # Only the loans this slice may change come back; the others are unchanged.
+            changing = {
+                row[0]: None
+                if row[1] is None
+                else Head(int(row[1]), bytes(row[2]), bytes(row[3]), row[4], int(row[5]))
+                for row in bulk.changed_heads(conn, lender_id, keys, sequence)
             }
 
         result = SliceResult(read=len(docs))
         # Only documents whose bytes differ from the last version's are decoded and validated.
         by_index: dict[int, tuple[RawDocument, bytes, Head | None]] = {}
-        for doc, loan_id in zip(docs, ids, strict=True):
+        for doc, loan_id, raw_hash in zip(docs, ids, hashes, strict=True):
             if doc.index in skip:
                 result.invalid += 1  # its problem was recorded when the tape was read
                 continue
-            raw_hash = hashlib.blake2b(doc.data, digest_size=16).digest()
-            head = heads.get(loan_id) if loan_id is not None else None
-            if head is not None and (head.raw_hash == raw_hash or head.batch_sequence > sequence):
+            if loan_id is not None and loan_id not in changing:
                 # Unchanged, or already superseded by a later tape (a replay of an older batch).
                 result.unchanged += 1
                 continue
-            by_index[doc.index] = (doc, raw_hash, head)
+            by_index[doc.index] = (doc, raw_hash, changing.get(loan_id) if loan_id is not None else None)
         result.format = fmt.value
         parsed = self.compute.run(
             parse_documents,
