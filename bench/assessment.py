@@ -40,7 +40,7 @@ import numpy_financial as npf
 
 from tranche.assessment.domain import assess_slice
 from tranche.assessment.projection import add_months, project_many, remaining_term
-from tranche.assessment.projectors import HttpCashflowClient
+from tranche.assessment.remote import HttpCashflowClient
 from tranche.assessment.service import CashflowServer
 from tranche.assessment.store import write_assessments
 from tranche.intake.loan import Borrower, Loan, LoanStatus, ScheduleType

@@ -16,7 +16,7 @@ from assessment_loans import make_loan
 from click.testing import CliRunner
 
 from tranche.assessment.errors import RetryableServiceError
-from tranche.assessment.projectors import HttpCashflowClient
+from tranche.assessment.remote import HttpCashflowClient
 from tranche.cli import main
 
 TRANCHE = Path(sys.executable).with_name("tranche")

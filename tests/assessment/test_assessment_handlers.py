@@ -10,7 +10,8 @@ from sqlalchemy import Engine, func, select
 
 from tranche.assessment.errors import RetryableServiceError
 from tranche.assessment.handlers import project_slice, record_assessments
-from tranche.assessment.projectors import BuiltinCashflowProjector, HttpCashflowClient
+from tranche.assessment.projectors import BuiltinCashflowProjector
+from tranche.assessment.remote import HttpCashflowClient
 from tranche.assessment.rules import parse_risk_rules
 from tranche.assessment.service import CashflowServer
 from tranche.assessment.store import latest_assessments, save_risk_rules

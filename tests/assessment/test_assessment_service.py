@@ -15,13 +15,9 @@ from assessment_loans import make_loan
 
 from tranche.assessment.errors import LoanError, RetryableServiceError, TerminalServiceError
 from tranche.assessment.projection import Projection, project_many
-from tranche.assessment.projectors import (
-    BuiltinCashflowProjector,
-    HttpCashflowClient,
-    make_cashflow_projector,
-    parse_retry_after,
-)
+from tranche.assessment.projectors import BuiltinCashflowProjector, make_cashflow_projector
 from tranche.assessment.protocol import decode_loan, encode_loan
+from tranche.assessment.remote import HttpCashflowClient, parse_retry_after
 from tranche.assessment.service import CashflowServer, Faults
 
 SLICE = [make_loan(f"L{i}", outstanding=100_000 + i, term=12 + i % 48) for i in range(250)]

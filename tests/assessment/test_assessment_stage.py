@@ -10,7 +10,8 @@ from assessment_loans import make_loan
 from sqlalchemy import Connection, Engine, func, select
 
 from tranche.assessment.errors import LoanError
-from tranche.assessment.projectors import BuiltinCashflowProjector, CashflowProjector, HttpCashflowClient
+from tranche.assessment.projectors import BuiltinCashflowProjector, CashflowProjector
+from tranche.assessment.remote import HttpCashflowClient
 from tranche.assessment.service import CashflowServer
 from tranche.assessment.slices import LoadedSlice
 from tranche.assessment.stage import ASSESS, AssessStage

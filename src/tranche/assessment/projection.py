@@ -37,13 +37,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Protocol
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Protocol
 
 from tranche.assessment.errors import LoanError
 from tranche.intake.loan import ScheduleType
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 __all__ = [
     "BLOCK_CELLS",
@@ -288,6 +289,8 @@ def project_many(loans: Sequence[CashflowTerms]) -> list[Projection | LoanError]
 
 def _per_period(cumulative: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
     """Amounts per period from running totals (periods by loans), turned to loans by periods."""
+    import numpy as np
+
     amounts = cumulative.astype(np.int64)
     amounts[1:] -= amounts[:-1].copy()
     return np.ascontiguousarray(amounts.T)
@@ -299,6 +302,9 @@ def _project_block(
     work: list[tuple[int, int, int, int, float]],
     results: list[Projection | LoanError | None],
 ) -> None:
+    # numpy is imported where it is used: a process that only stores and serves never loads it.
+    import numpy as np
+
     count = len(work)
     terms = [w[1] for w in work]
     width = terms[-1]  # sorted by term

@@ -13,8 +13,6 @@ from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
 _PARTITIONS = 16
 _IN_MEMORY = 256 * 1024
 
@@ -56,12 +54,13 @@ class DuplicateFinder:
                     path = Path(self._spill.name, f"{number}.bin")
                     if not path.exists():
                         continue
-                    entries = np.fromfile(path, dtype=np.int64)
+                    entries = array("q")
+                    with path.open("rb") as file:
+                        entries.frombytes(file.read())
                 else:
-                    entries = np.frombuffer(self._parts[number], dtype=np.int64)
-                if entries.size == 0:
-                    continue
-                yield from _groups(entries.reshape(-1, 3))
+                    entries = self._parts[number]
+                if entries:
+                    yield from _groups(entries)
         finally:
             if self._spill is not None:
                 self._spill.cleanup()
@@ -69,16 +68,22 @@ class DuplicateFinder:
             self._parts = [array("q") for _ in range(_PARTITIONS)]
 
 
-def _groups(entries: np.ndarray) -> Iterator[list[tuple[int, int]]]:
-    order = np.argsort(entries[:, 0], kind="stable")
-    hashes = entries[order, 0]
-    same_as_next = hashes[1:] == hashes[:-1]
-    if not same_as_next.any():
+def _groups(entries: array[int]) -> Iterator[list[tuple[int, int]]]:
+    """From flat (hash, position, offset) triples, the (position, offset) of each hash seen more than once."""
+    hashes = entries[0::3]
+    seen: set[int] = set()
+    repeated: set[int] = set()
+    for h in hashes:
+        if h in seen:
+            repeated.add(h)
+        else:
+            seen.add(h)
+    del seen
+    if not repeated:
         return
-    starts = np.flatnonzero(np.diff(np.concatenate(([False], same_as_next)).astype(np.int8)) == 1)
-    for start in starts:
-        end = start + 1
-        while end < len(hashes) and hashes[end] == hashes[start]:
-            end += 1
-        rows = entries[order[start:end]]
-        yield sorted((int(r[1]), int(r[2])) for r in rows)
+    groups: dict[int, list[tuple[int, int]]] = {}
+    for at, h in enumerate(hashes):
+        if h in repeated:
+            groups.setdefault(h, []).append((entries[3 * at + 1], entries[3 * at + 2]))
+    for group in groups.values():
+        yield sorted(group)
