@@ -32,7 +32,7 @@ def reading(engine: Engine) -> Connection:
 
 
 _BUSY_SECONDS = 60
-SQLITE_CACHE_KIB = 4000
+SQLITE_CACHE_KIB = 2000
 """Page cache of each SQLite connection: a few MB, so that memory stays flat however many connections."""
 _WRITING = "tranche.writing"
 
