@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import bson
-from sqlalchemy import Connection, insert, select, tuple_
+from sqlalchemy import Connection, insert, select
 
 from tranche.assessment.errors import LoanError
 from tranche.assessment.slices import LoadedSlice
@@ -24,39 +24,60 @@ from tranche.intake.stages import Publish
 from tranche.intake.tables import assess_results, batch_errors, loan_versions
 from tranche.pipeline import Item, Next, Stage
 
-_COLUMNS = (
-    "loan_id, version, status, currency, principal, outstanding_principal, interest_rate, term_months,"
-    " schedule_type, issue_date, next_payment_date, all_or_nothing, borrower_country, borrower_age,"
-    " borrower_income_monthly, borrower_credit_score"
+_COLUMNS = ", ".join(
+    f"v.{name}"
+    for name in (
+        "loan_id version status currency principal outstanding_principal interest_rate term_months"
+        " schedule_type issue_date next_payment_date all_or_nothing borrower_country borrower_age"
+        " borrower_income_monthly borrower_credit_score"
+    ).split()
 )
+
+
+_KEYS_PER_STATEMENT = 5000  # two parameters a key: well under SQLite's limit of 32766
+
+
+def _rows_by_key(
+    conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]], columns: str
+) -> list[tuple[Any, ...]]:
+    """``columns`` (of ``loan_versions AS v``, the first two ``v.loan_id, v.version``) of the versions named by
+    (loan_id, version), in that order, those missing left out.
+
+    The keys are joined with the table, so that each is one look-up in the primary key: a ``(loan_id,
+    version) IN (...)`` makes SQLite scan every version of the lender. Straight through the driver: this runs
+    for every loan of every tape.
+    """
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    rows: list[Any] = []
+    for start in range(0, len(keys), _KEYS_PER_STATEMENT):
+        chunk = keys[start : start + _KEYS_PER_STATEMENT]
+        if conn.dialect.name == "sqlite":
+            pairs = ",".join("(?,?)" for _ in chunk)
+            rows.extend(
+                raw.execute(
+                    f"SELECT {columns} FROM (VALUES {pairs}) AS w JOIN loan_versions AS v"
+                    " ON v.lender_id = ? AND v.loan_id = w.column1 AND v.version = w.column2",
+                    (*(part for key in chunk for part in key), lender_id),
+                ).fetchall()
+            )
+        else:
+            with raw.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT {columns} FROM unnest(%s::text[], %s::int[]) AS w(loan_id, version)"
+                    " JOIN loan_versions AS v"
+                    " ON v.lender_id = %s AND v.loan_id = w.loan_id AND v.version = w.version",
+                    ([k for k, _ in chunk], [v for _, v in chunk], lender_id),
+                )
+                rows.extend(cursor.fetchall())
+    found = {(r[0], int(r[1])): tuple(r) for r in rows}
+    return [found[key] for key in keys if key in found]
 
 
 def version_rows(conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]]) -> list[tuple[Any, ...]]:
     """The stored columns of the loan versions named by (loan_id, version), in that order (those missing
-    left out), as plain tuples for :func:`loans_from_columns`.
-
-    One statement for a whole slice, straight through the driver: this runs for every loan of every tape.
-    """
-    if not keys:
-        return []
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    if conn.dialect.name == "sqlite":
-        pairs = ",".join("(?,?)" for _ in keys)
-        rows = raw.execute(
-            f"SELECT {_COLUMNS} FROM loan_versions WHERE lender_id = ? AND (loan_id, version) IN (VALUES {pairs})",
-            (lender_id, *(part for key in keys for part in key)),
-        ).fetchall()
-    else:
-        with raw.cursor() as cursor:
-            cursor.execute(
-                f"SELECT {_COLUMNS} FROM loan_versions WHERE lender_id = %s AND (loan_id, version) IN"
-                " (SELECT * FROM unnest(%s::text[], %s::int[]))",
-                (lender_id, [k for k, _ in keys], [v for _, v in keys]),
-            )
-            rows = cursor.fetchall()
-    found = {(r[0], int(r[1])): tuple(r) for r in rows}
-    return [found[key] for key in keys if key in found]
+    left out), as plain tuples for :func:`loans_from_columns`."""
+    return _rows_by_key(conn, lender_id, keys, _COLUMNS)
 
 
 def loans_from_columns(lender_id: str, rows: list[tuple[Any, ...]]) -> list[tuple[Loan, int]]:
@@ -169,16 +190,8 @@ def report_refused(conn: Connection, item: Item, errors: list[LoanError]) -> Non
 def document_rows(conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]]) -> list[tuple[Any, ...]]:
     """(loan_id, version, format, document) of the loan versions named by (loan_id, version), in that order
     (those missing left out), as the lender sent them, for :func:`loans_from_documents`."""
-    if not keys:
-        return []
-    v = loan_versions.c
-    rows = conn.execute(
-        select(v.loan_id, v.version, v.format, v.body).where(
-            v.lender_id == lender_id, tuple_(v.loan_id, v.version).in_(list(keys))
-        )
-    ).tuples()
-    found = {(r[0], int(r[1])): (r[0], int(r[1]), r[2], bytes(r[3])) for r in rows}
-    return [found[key] for key in keys if key in found]
+    rows = _rows_by_key(conn, lender_id, keys, "v.loan_id, v.version, v.format, v.body")
+    return [(loan_id, int(version), fmt, bytes(body)) for loan_id, version, fmt, body in rows]
 
 
 def loans_from_documents(lender_id: str, rows: list[tuple[Any, ...]]) -> list[tuple[Loan, int]]:
