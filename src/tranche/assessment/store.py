@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, select
@@ -21,6 +21,7 @@ from tranche.assessment.rules import RiskRules, parse_risk_rules
 from tranche.assessment.slices import COLUMNS, assessment_row
 from tranche.assessment.tables import loan_assessments, risk_rules
 from tranche.intake.loan import ScheduleType
+from tranche.shared.clock import stored_utc
 
 __all__ = [
     "assessment_history",
@@ -77,13 +78,10 @@ def save_risk_rules(
     return RiskRuleVersion(lender_id, version, rules, created_at)
 
 
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything tranche stores is UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _rule_version(row: Row[Any]) -> RiskRuleVersion:
-    return RiskRuleVersion(row.lender_id, row.version, parse_risk_rules(row.rules), _aware(row.created_at))
+    return RiskRuleVersion(
+        row.lender_id, row.version, parse_risk_rules(row.rules), stored_utc(row.created_at)
+    )
 
 
 def latest_risk_rules(conn: Connection, lender_id: str) -> RiskRuleVersion:
@@ -178,7 +176,7 @@ def _assessment(row: Row[Any]) -> Assessment:
         next_payment_amount=row.next_payment_amount,
         next_payment_date=row.next_payment_date,
         maturity_date=row.maturity_date,
-        assessed_at=_aware(row.assessed_at),
+        assessed_at=stored_utc(row.assessed_at),
         principal=principal,
         interest=interest,
     )

@@ -22,8 +22,8 @@ from tranche.pipeline.model import (
     SUCCEEDED,
     Pipeline,
 )
-from tranche.pipeline.store import aware
 from tranche.pipeline.tables import pipeline_items, pipeline_trace
+from tranche.shared.clock import stored_utc
 
 RATE_WINDOW = timedelta(minutes=1)
 
@@ -151,7 +151,7 @@ def item_trace(conn: Connection, item_id: str) -> list[TraceEntry]:
         and conn.execute(select(pipeline_items.c.id).where(pipeline_items.c.id == item_id)).first() is None
     ):
         raise ItemNotFoundError(f"no pipeline item {item_id}", record=item_id)
-    return [TraceEntry(aware(r.at), r.stage, r.event, r.attempt, r.detail) for r in rows]
+    return [TraceEntry(stored_utc(r.at), r.stage, r.event, r.attempt, r.detail) for r in rows]
 
 
 def _view(row: Any) -> ItemView:
@@ -163,14 +163,14 @@ def _view(row: Any) -> ItemView:
         sequence=row.sequence,
         status=row.status,
         attempts=row.attempts,
-        next_run_at=aware(row.next_run_at) if row.next_run_at is not None else None,
+        next_run_at=stored_utc(row.next_run_at) if row.next_run_at is not None else None,
         lease_owner=row.lease_owner,
-        lease_expires_at=aware(row.lease_expires_at) if row.lease_expires_at is not None else None,
+        lease_expires_at=stored_utc(row.lease_expires_at) if row.lease_expires_at is not None else None,
         last_error=row.last_error,
         trace_key=row.trace_key,
         parent_id=row.parent_id,
-        created_at=aware(row.created_at),
-        updated_at=aware(row.updated_at),
+        created_at=stored_utc(row.created_at),
+        updated_at=stored_utc(row.updated_at),
         payload=row.payload,
     )
 

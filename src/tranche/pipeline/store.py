@@ -48,13 +48,6 @@ _trace = pipeline_trace
 DETAIL_LIMIT = 4000
 
 
-def aware(moment: datetime) -> datetime:
-    """A timestamp read from the store, as an aware UTC datetime (SQLite gives naive ones back)."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 def _utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise ValueError("pipeline timestamps must be timezone-aware")

@@ -6,6 +6,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
+def stored_utc(moment: datetime) -> datetime:
+    """A timestamp read from the store as an aware UTC datetime (SQLite gives naive ones back, in UTC)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
 class Clock(Protocol):
     def now(self) -> datetime:
         """The current time, timezone-aware, in UTC."""
