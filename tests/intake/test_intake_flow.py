@@ -67,6 +67,16 @@ def test_a_new_tape_lists_every_loan_once(rig: IntakeRig, tmp_path: Path) -> Non
     assert status["slices"] == 4
 
 
+def test_a_batch_says_when_it_was_completed_and_not_before(rig: IntakeRig, tmp_path: Path) -> None:
+    batch = upload(rig, "acme", tape(tmp_path, "d1.bson", 60))
+    assert rig.intake.batch_status(batch)["completed_at"] is None
+    rig.clock.advance(timedelta(seconds=90))
+    rig.run()
+    status = rig.intake.batch_status(batch)
+    assert status["status"] == "completed"
+    assert status["completed_at"] == rig.clock.now()
+
+
 def test_the_same_bytes_uploaded_again_are_the_same_batch(rig: IntakeRig, tmp_path: Path) -> None:
     data = tape(tmp_path, "d1.bson", 20)
     first = rig.intake.receive("acme", TapeFormat.BSON, [data])

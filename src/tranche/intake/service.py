@@ -33,7 +33,7 @@ from tranche.intake.tables import (
 from tranche.intake.tape import TapeFormat
 from tranche.pipeline import NewItem, enqueue
 from tranche.pipeline.tables import pipeline_items
-from tranche.shared.clock import Clock
+from tranche.shared.clock import Clock, stored_utc
 from tranche.shared.ids import new_id
 from tranche.store.engine import reading
 
@@ -216,9 +216,11 @@ class Intake:
                 select(batch_reads).where(batch_reads.c.batch_id == batch_id, batch_reads.c.run == run)
             ).first()
             sums = conn.execute(
-                select(func.count(), *(func.coalesce(func.sum(slice_results.c[c]), 0) for c in COUNTS)).where(
-                    slice_results.c.batch_id == batch_id, slice_results.c.run == run
-                )
+                select(
+                    func.count(),
+                    func.max(slice_results.c.done_at),
+                    *(func.coalesce(func.sum(slice_results.c[c]), 0) for c in COUNTS),
+                ).where(slice_results.c.batch_id == batch_id, slice_results.c.run == run)
             ).one()
             errors = conn.execute(
                 select(func.count()).where(batch_errors.c.batch_id == batch_id, batch_errors.c.run == run)
@@ -227,6 +229,7 @@ class Intake:
                 select(
                     func.coalesce(func.sum(assess_results.c.assessed), 0),
                     func.coalesce(func.sum(assess_results.c.refused), 0),
+                    func.max(assess_results.c.done_at),
                 ).where(assess_results.c.batch_id == batch_id, assess_results.c.run == run)
             ).one()
             items = dict(
@@ -239,7 +242,7 @@ class Intake:
                 .all()
             )
         slices_done = int(sums[0])
-        counts = {name: int(value) for name, value in zip(COUNTS, sums[1:], strict=True)}
+        counts = {name: int(value) for name, value in zip(COUNTS, sums[2:], strict=True)}
         counts["assessed"], counts["not_assessed"] = int(assessed[0]), int(assessed[1])
         waiting = sum(items.get(s, 0) for s in ("ready", "leased", "retry_wait"))
         if read is None:
@@ -250,6 +253,9 @@ class Intake:
             status = "processing"
         else:
             status = "completed"
+        # When the last slice was done: diffed, or assessed if it went on to assessment.
+        done = [stored_utc(moment) for moment in (sums[1], assessed[2]) if moment is not None]
+        completed_at = max(done) if status == "completed" and done else None
         if read is not None and read.damaged:
             counts["invalid"] += 1  # the unreadable tail counts as one invalid document
         return {
@@ -262,6 +268,7 @@ class Intake:
             "received_at": batch.received_at,
             "run": run,
             "status": status,
+            "completed_at": completed_at,
             "documents": None if read is None else read.documents,
             "slices": None if read is None else read.slices,
             "slices_done": slices_done,
