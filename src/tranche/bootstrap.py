@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine
 
 from tranche.assessment.projectors import CashflowProjector, make_cashflow_projector
 from tranche.assessment.stage import ASSESS, AssessStage
-from tranche.bus import Bus, EventCodec, connect
+from tranche.bus import Bus, EventCodec, Message, connect
 from tranche.bus.outbox import OutboxRelay, add_to_outbox
 from tranche.config import Settings
 from tranche.intake import events as intake_events
@@ -38,6 +38,7 @@ from tranche.pipeline import Pipeline, PipelineRunner, overrides_from_env
 from tranche.settlement import SettlementNode
 from tranche.shared.clock import Clock, SystemClock
 from tranche.shared.compute import make_compute
+from tranche.shared.ids import new_id
 from tranche.store.engine import create_store_engine
 from tranche.store.migrate import upgrade
 from tranche.trading.adapters import SqlPortfolioStore
@@ -149,6 +150,10 @@ def bootstrap(
     def publish(conn: Connection, topic: str, event: object) -> None:
         add_to_outbox(conn, topic, event, codec=codec, now=clock.now())
 
+    def prepare(topic: str, event: object) -> Message:
+        """An event encoded ahead of the transaction that publishes it: the transaction stays short."""
+        return codec.to_message(event, topic, message_id=new_id("evt"))
+
     # Decoding tapes and projecting cash flows run in this pool of processes, so that a tape uses every core.
     compute = make_compute(settings.parse_processes)
     intake_stages = IntakeStages(
@@ -157,6 +162,7 @@ def bootstrap(
         clock,
         slice_size=settings.slice_size,
         publish=publish,
+        prepare=prepare,
         compute=compute,
         # One more thread than computing processes: while they parse, it looks up and writes.
         diff_concurrency=settings.parse_processes + 1,
@@ -166,7 +172,7 @@ def bootstrap(
     assess = AssessStage(
         engine, projector, clock, load_for_assessment, report_errors=report_refused, compute=compute
     )
-    pipelines = [intake_stages.pipeline(more=[assess_stage(assess, publish)])]
+    pipelines = [intake_stages.pipeline(more=[assess_stage(assess, publish, prepare)])]
     runner = PipelineRunner(
         engine, pipelines, clock=clock, overrides=overrides_from_env(os.environ), partitions=settings.lenders
     )

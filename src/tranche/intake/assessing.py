@@ -14,13 +14,13 @@ import bson
 from sqlalchemy import Connection, insert, select
 
 from tranche.assessment.errors import LoanError
-from tranche.assessment.slices import LoadedSlice
+from tranche.assessment.slices import AssessedRows, LoadedSlice
 from tranche.assessment.stage import ASSESS, AssessStage
 from tranche.assessment.store import latest_risk_rules
 from tranche.intake.events import AssessedLoan, LoansAssessed
 from tranche.intake.loan import Borrower, Loan, LoanStatus, ScheduleType
 from tranche.intake.parse import ParseOptions, parse_loan
-from tranche.intake.stages import Publish
+from tranche.intake.stages import Prepare, Publish
 from tranche.intake.tables import assess_results, batch_errors, loan_versions
 from tranche.pipeline import Item, Next, Stage
 
@@ -118,39 +118,47 @@ def _day(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
-def assess_stage(assess: AssessStage, publish: Publish | None = None) -> Stage:
+def assess_stage(
+    assess: AssessStage, publish: Publish | None = None, prepare: Prepare | None = None
+) -> Stage:
     """The assess stage with intake's per-slice bookkeeping around its commit, and ``loan.<lender>.assessed``
-    published (through the outbox, in the same transaction) for the loans that may now be offered.
+    published (through the outbox, in the same transaction) for the loans that may now be offered. The event
+    is made, and passed through ``prepare``, before that transaction.
 
     ``assess`` must report its refused loans through :func:`report_refused`.
     """
     stage = assess.stage()
 
-    def commit(conn: Connection, item: Item, projected: Any) -> Next:
-        nxt = stage.commit(conn, item, projected)
+    def work(item: Item) -> tuple[AssessedRows, object | None]:
+        assessed = assess.work(item)
+        event: object | None = None
+        if publish is not None and assessed.assessed:
+            topic = f"loan.{item.partition}.assessed"
+            loans = tuple(AssessedLoan(str(a), int(v), str(g)) for a, v, g in assessed.assessed)
+            event = LoansAssessed(item.partition, item.payload["batch_id"], loans)
+            if prepare is not None:
+                event = prepare(topic, event)
+        return assessed, event
+
+    def commit(conn: Connection, item: Item, done: tuple[AssessedRows, object | None]) -> Next:
+        assessed, event = done
+        nxt = assess.commit(conn, item, assessed)
         p = item.payload
-        assert nxt.payload is not None
-        assessed = nxt.payload["loans"]
         conn.execute(
             insert(assess_results).values(
                 batch_id=p["batch_id"],
                 run=p["run"],
                 slice=p["slice"],
-                assessed=len(assessed),
-                refused=nxt.payload["refused"],
+                assessed=len(assessed.assessed),
+                refused=len(assessed.refused),
                 done_at=assess.clock.now(),
             )
         )
-        if publish is not None and assessed:
-            event = LoansAssessed(
-                item.partition,
-                p["batch_id"],
-                tuple(AssessedLoan(str(a), int(v), str(g)) for a, v, g in assessed),
-            )
+        if publish is not None and event is not None:
             publish(conn, f"loan.{item.partition}.assessed", event)
         return nxt
 
-    return replace(stage, commit=commit)
+    return replace(stage, work=work, commit=commit)
 
 
 def report_refused(conn: Connection, item: Item, errors: list[LoanError]) -> None:

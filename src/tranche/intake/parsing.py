@@ -9,6 +9,8 @@ parser (no SQLAlchemy, no web stack), so neither does a worker that only parses.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -16,11 +18,34 @@ from typing import Any
 import bson
 
 from tranche.intake.parse import ParseOptions, content_hash, parse_loan
+from tranche.intake.tape import RawDocument, TapeFormat, iter_documents, loan_id_of
 
 # A parsed document: (index, loan_id, status, fields, content_hash) for a valid loan, where ``fields`` are
 # the stored columns from ``status`` to ``borrower_credit_score`` (see ``loan_versions``); or
 # (index, loan_id, None, problems, None) with problems as (field, reason) pairs.
 Parsed = tuple[int, str | None, str | None, tuple[Any, ...], bytes | None]
+
+
+# A document of a slice as the diff first sees it: (index, offset in the tape, size, loan_id, hash of its bytes).
+Scanned = tuple[int, int, int, str | None, bytes]
+
+
+def scan_documents(fmt: str, data: bytes, first: int, offset: int) -> list[Scanned]:
+    """Split a slice's bytes (which start at ``offset`` in the tape, with document number ``first``) into its
+    documents, each with its loan id (found without decoding) and the hash the diff compares."""
+    tape_format = TapeFormat(fmt)
+    blake2b = hashlib.blake2b
+    return [
+        (
+            doc.index,
+            doc.offset,
+            doc.size,
+            loan_id_of(doc.data, tape_format),
+            blake2b(doc.data, digest_size=16).digest(),
+        )
+        for doc in iter_documents(io.BytesIO(data), tape_format, start_index=first, start_offset=offset)
+        if isinstance(doc, RawDocument)
+    ]
 
 
 def parse_documents(

@@ -13,8 +13,6 @@ decoded, validated and compared on content (field order and number formatting do
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,9 +33,9 @@ from tranche.intake.events import (
     RejectedLoan,
 )
 from tranche.intake.loan import LoanStatus
-from tranche.intake.parsing import Parsed, parse_documents
+from tranche.intake.parsing import Parsed, parse_documents, scan_documents
 from tranche.intake.tables import batch_errors, batch_reads, batches, slice_results
-from tranche.intake.tape import RawDocument, TapeDamage, TapeFormat, bson_string_field, iter_documents
+from tranche.intake.tape import RawDocument, TapeDamage, TapeFormat, iter_documents, loan_id_of
 from tranche.pipeline import Item, NewItem, Next, Pipeline, RetryPolicy, Stage
 from tranche.shared.clock import Clock
 from tranche.shared.compute import Compute, InlineCompute
@@ -48,6 +46,9 @@ DIFF = "intake.diff"
 TAPE_FIELD = "(tape)"
 
 Publish = Callable[[Connection, str, object], None]
+"""Writes an event (or a ready message) to the outbox in the connection's transaction, under a topic."""
+Prepare = Callable[[str, object], object]
+"""Turns an event into what ``Publish`` takes, ahead of the transaction (encoding it, say)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +69,11 @@ class ReadResult:
 
 @dataclass(slots=True)
 class SliceResult:
-    parsed: list[tuple[tuple[RawDocument, bytes, Head | None], Parsed]] = field(default_factory=list)
-    format: str | None = None
+    """What a slice's diff found, made ready outside the transaction that records it: the version rows to
+    append and the events to publish."""
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[str, object]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     read: int = 0
     new: int = 0
@@ -107,6 +111,7 @@ class IntakeStages:
         *,
         slice_size: int = 1000,
         publish: Publish | None = None,
+        prepare: Prepare | None = None,
         next_stage: str | None = None,
         compute: Compute | None = None,
         diff_concurrency: int = 1,
@@ -116,6 +121,7 @@ class IntakeStages:
         self.clock = clock
         self.slice_size = slice_size
         self.publish = publish
+        self.prepare: Prepare = prepare or (lambda _topic, event: event)
         self.next_stage = next_stage
         self.compute: Compute = compute or InlineCompute()
         self.diff_concurrency = diff_concurrency
@@ -179,7 +185,7 @@ class IntakeStages:
                         Problem(doc.index, None, TAPE_FIELD, f"at byte {doc.offset}: {doc.reason}")
                     )
                     break
-                loan_id = _loan_id_of(doc.data, fmt)
+                loan_id = loan_id_of(doc.data, fmt)
                 if loan_id is not None:
                     finder.add(loan_id, doc.index, doc.offset)
                 if slice_start is None:
@@ -203,7 +209,7 @@ class IntakeStages:
                 stream.seek(offset)
                 doc = next(iter_documents(stream, fmt, start_index=index, start_offset=offset))
                 assert isinstance(doc, RawDocument)
-                loan_id = _loan_id_of(doc.data, fmt)
+                loan_id = loan_id_of(doc.data, fmt)
                 if loan_id is not None:
                     by_id[loan_id].append(index)
             for loan_id, indexes in by_id.items():
@@ -253,19 +259,13 @@ class IntakeStages:
             _version, config = lender_config_of(conn, lender_id)
             with self.archive.open(batch.archive_key) as stream:
                 stream.seek(p["offset"])
-                docs = [
-                    d
-                    for d in iter_documents(
-                        stream, fmt, start_index=first, start_offset=p["offset"], limit=p["length"]
-                    )
-                    if isinstance(d, RawDocument)
-                ]
-            ids = [_loan_id_of(d.data, fmt) for d in docs]
-            hashes = [hashlib.blake2b(d.data, digest_size=16).digest() for d in docs]
+                data = stream.read(p["length"])
+            # Splitting, finding each loan id and hashing run in the compute pool, beside this thread.
+            scanned = self.compute.run(scan_documents, fmt.value, data, first, p["offset"])
             keys = [
                 (loan_id, raw_hash)
-                for doc, loan_id, raw_hash in zip(docs, ids, hashes, strict=True)
-                if loan_id is not None and doc.index not in skip
+                for index, _at, _size, loan_id, raw_hash in scanned
+                if loan_id is not None and index not in skip
             ]
             # Only the loans this slice may change come back; the others are unchanged.
             changing = {
@@ -275,19 +275,20 @@ class IntakeStages:
                 for row in bulk.changed_heads(conn, lender_id, keys, sequence)
             }
 
-        result = SliceResult(read=len(docs))
+        result = SliceResult(read=len(scanned))
         # Only documents whose bytes differ from the last version's are decoded and validated.
         by_index: dict[int, tuple[RawDocument, bytes, Head | None]] = {}
-        for doc, loan_id, raw_hash in zip(docs, ids, hashes, strict=True):
-            if doc.index in skip:
+        for index, at, size, loan_id, raw_hash in scanned:
+            if index in skip:
                 result.invalid += 1  # its problem was recorded when the tape was read
                 continue
             if loan_id is not None and loan_id not in changing:
                 # Unchanged, or already superseded by a later tape (a replay of an older batch).
                 result.unchanged += 1
                 continue
-            by_index[doc.index] = (doc, raw_hash, changing.get(loan_id) if loan_id is not None else None)
-        result.format = fmt.value
+            start = at - p["offset"]
+            doc = RawDocument(index, at, data[start : start + size], size)
+            by_index[index] = (doc, raw_hash, changing.get(loan_id) if loan_id is not None else None)
         parsed = self.compute.run(
             parse_documents,
             lender_id,
@@ -295,18 +296,25 @@ class IntakeStages:
             config.allow_double_amounts,
             [(i, d.data) for i, (d, _h, _x) in by_index.items()],
         )
-        result.parsed = [(by_index[entry[0]], entry) for entry in parsed]
+        with reading(self.engine) as conn:
+            writer = bulk.VersionWriter(conn)
+        self._versions(result, p, lender_id, fmt.value, writer, [(by_index[e[0]], e) for e in parsed])
+        if self.publish is not None:
+            result.events = self._events(lender_id, p["batch_id"], result)
         return result
 
-    def diff_commit(self, conn: Connection, item: Item, result: SliceResult) -> Next:
-        p = item.payload
-        batch_id, run = p["batch_id"], p["run"]
-        lender_id = item.partition
-        writer = bulk.VersionWriter(conn)
+    def _versions(
+        self,
+        result: SliceResult,
+        p: dict[str, Any],
+        lender_id: str,
+        fmt: str,
+        writer: bulk.VersionWriter,
+        parsed: list[tuple[tuple[RawDocument, bytes, Head | None], Parsed]],
+    ) -> None:
+        """The version rows of the parsed documents that are new or changed, counted in ``result``."""
         recorded_at = writer.moment(self.clock.now())
-        fmt = "bson" if result.format is None else result.format
-        rows = []
-        for (doc, raw_hash, head), (index, loan_id, status, fields, digest) in result.parsed:
+        for (doc, raw_hash, head), (index, loan_id, status, fields, digest) in parsed:
             if status is None:
                 result.invalid += 1
                 result.problems.extend(Problem(index, loan_id, field, reason) for field, reason in fields)
@@ -332,14 +340,14 @@ class IntakeStages:
                 income,
                 score,
             ) = fields
-            rows.append(
+            result.rows.append(
                 (
                     lender_id,
                     loan_id,
                     version,
-                    batch_id,
+                    p["batch_id"],
                     p["sequence"],
-                    run,
+                    p["run"],
                     index,
                     recorded_at,
                     st,
@@ -373,7 +381,11 @@ class IntakeStages:
                     result.left_active[status].append(key)
                 elif status == LoanStatus.ACTIVE:
                     result.changed_keys.append(key)
-        writer.write(conn, rows)
+
+    def diff_commit(self, conn: Connection, item: Item, result: SliceResult) -> Next:
+        p = item.payload
+        batch_id, run = p["batch_id"], p["run"]
+        bulk.VersionWriter(conn).write(conn, result.rows)
         _insert_problems(conn, batch_id, run, DIFF, result.problems)
         conn.execute(
             insert(slice_results).values(
@@ -390,7 +402,8 @@ class IntakeStages:
             )
         )
         if self.publish is not None:
-            self._publish(conn, lender_id, batch_id, result)
+            for topic, event in result.events:
+                self.publish(conn, topic, event)
         if self.next_stage is None:
             return Next(stage=None)
         wanted = [[k.loan_id, k.version] for k in (*result.listed, *result.changed_keys)]
@@ -398,38 +411,25 @@ class IntakeStages:
             return Next(stage=None)
         return Next(stage=self.next_stage, payload={**p, "loans": wanted})
 
-    def _publish(self, conn: Connection, lender_id: str, batch_id: str, result: SliceResult) -> None:
-        assert self.publish is not None
+    def _events(self, lender_id: str, batch_id: str, result: SliceResult) -> list[tuple[str, object]]:
+        """The events of a slice, each prepared for the outbox: ``loan.<lender>.listed`` and so on."""
+        events: list[tuple[str, object]] = []
         if result.listed:
-            self.publish(
-                conn, f"loan.{lender_id}.listed", LoansListed(lender_id, batch_id, tuple(result.listed))
+            events.append(
+                (f"loan.{lender_id}.listed", LoansListed(lender_id, batch_id, tuple(result.listed)))
             )
         if result.changed_keys:
-            self.publish(
-                conn,
-                f"loan.{lender_id}.changed",
-                LoansChanged(lender_id, batch_id, tuple(result.changed_keys)),
+            events.append(
+                (f"loan.{lender_id}.changed", LoansChanged(lender_id, batch_id, tuple(result.changed_keys)))
             )
         for status, keys in result.left_active.items():
-            self.publish(
-                conn, f"loan.{lender_id}.{status}", LoansLeftActive(lender_id, batch_id, status, tuple(keys))
+            events.append(
+                (f"loan.{lender_id}.{status}", LoansLeftActive(lender_id, batch_id, status, tuple(keys)))
             )
         if result.problems:
             rejected = tuple(RejectedLoan(p.document, p.loan_id, p.field, p.reason) for p in result.problems)
-            self.publish(conn, f"loan.{lender_id}.rejected", LoansRejected(lender_id, batch_id, rejected))
-
-
-def _loan_id_of(data: bytes, fmt: TapeFormat) -> str | None:
-    if fmt is TapeFormat.BSON:
-        try:
-            return bson_string_field(data, b"loan_id")
-        except (ValueError, IndexError):
-            return None
-    try:
-        value = json.loads(data).get("loan_id")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
+            events.append((f"loan.{lender_id}.rejected", LoansRejected(lender_id, batch_id, rejected)))
+        return [(topic, self.prepare(topic, event)) for topic, event in events]
 
 
 def _insert_problems(

@@ -11,6 +11,7 @@ the reader reports it as a :class:`TapeDamage` and stops; every document before 
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -122,6 +123,20 @@ def _iter_ndjson(
             yield RawDocument(index, offset, data, len(line))
             index += 1
         offset += len(line)
+
+
+def loan_id_of(data: bytes, fmt: TapeFormat) -> str | None:
+    """The ``loan_id`` of a raw document, found without decoding a BSON one; None if it has no string id."""
+    if fmt is TapeFormat.BSON:
+        try:
+            return bson_string_field(data, b"loan_id")
+        except (ValueError, IndexError):
+            return None
+    try:
+        value = json.loads(data).get("loan_id")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def bson_string_field(doc: bytes, name: bytes) -> str | None:
