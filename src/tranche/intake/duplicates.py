@@ -1,9 +1,9 @@
 """Finding loan ids that occur more than once in one tape, in bounded memory.
 
-Each document contributes (hash of its loan id, position, byte offset): 24 bytes. Up to a quarter of a
-million entries stay in memory; past that every entry is spilled to one of 16 files chosen by the hash's low
-bits, and each file is sorted on its own afterwards, so memory stays at a few megabytes for a tape of any
-size. Equal hashes are only candidates: the caller confirms them against the real loan ids.
+Each document contributes (hash of its loan id, position, byte offset): 24 bytes. Up to 65,536 entries
+(1.5 MB) stay in memory; past that every entry is spilled to one of 64 files chosen by the hash's low bits,
+and each file is grouped on its own afterwards: a sixty-fourth of the tape at a time (a few MB for a tape of
+ten million loans). Equal hashes are only candidates: the caller confirms them against the real loan ids.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
-_PARTITIONS = 16
-_IN_MEMORY = 256 * 1024
+_PARTITIONS = 64
+_IN_MEMORY = 64 * 1024
 
 
 class DuplicateFinder:
