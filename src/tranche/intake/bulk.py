@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from tranche.intake.tables import loan_versions
 
@@ -23,9 +23,9 @@ _PG_COPY = f"COPY loan_versions ({', '.join(COLUMNS)}) FROM STDIN"
 class VersionWriter:
     """Formats values the way the connection's dialect stores them, and writes rows in bulk."""
 
-    def __init__(self, conn: Connection) -> None:
-        self.sqlite = conn.dialect.name == "sqlite"
-        self._recorded_at = loan_versions.c.recorded_at.type._cached_bind_processor(conn.dialect)
+    def __init__(self, bind: Connection | Engine) -> None:
+        self.sqlite = bind.dialect.name == "sqlite"
+        self._recorded_at = loan_versions.c.recorded_at.type._cached_bind_processor(bind.dialect)
 
     def day(self, value: date | None) -> Any:
         if value is None or not self.sqlite:

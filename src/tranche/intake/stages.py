@@ -296,8 +296,7 @@ class IntakeStages:
             config.allow_double_amounts,
             [(i, d.data) for i, (d, _h, _x) in by_index.items()],
         )
-        with reading(self.engine) as conn:
-            writer = bulk.VersionWriter(conn)
+        writer = bulk.VersionWriter(self.engine)
         self._versions(result, p, lender_id, fmt.value, writer, [(by_index[e[0]], e) for e in parsed])
         if self.publish is not None:
             result.events = self._events(lender_id, p["batch_id"], result)
