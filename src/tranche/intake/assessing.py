@@ -17,6 +17,7 @@ from tranche.assessment.errors import LoanError
 from tranche.assessment.slices import AssessedRows, LoadedSlice
 from tranche.assessment.stage import ASSESS, AssessStage
 from tranche.assessment.store import latest_risk_rules
+from tranche.intake import bulk
 from tranche.intake.events import AssessedLoan, LoansAssessed
 from tranche.intake.loan import Borrower, Loan, LoanStatus, ScheduleType
 from tranche.intake.parse import ParseOptions, parse_loan
@@ -34,50 +35,10 @@ _COLUMNS = ", ".join(
 )
 
 
-_KEYS_PER_STATEMENT = 5000  # two parameters a key: well under SQLite's limit of 32766
-
-
-def _rows_by_key(
-    conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]], columns: str
-) -> list[tuple[Any, ...]]:
-    """``columns`` (of ``loan_versions AS v``, the first two ``v.loan_id, v.version``) of the versions named by
-    (loan_id, version), in that order, those missing left out.
-
-    The keys are joined with the table, so that each is one look-up in the primary key: a ``(loan_id,
-    version) IN (...)`` makes SQLite scan every version of the lender. Straight through the driver: this runs
-    for every loan of every tape.
-    """
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    rows: list[Any] = []
-    for start in range(0, len(keys), _KEYS_PER_STATEMENT):
-        chunk = keys[start : start + _KEYS_PER_STATEMENT]
-        if conn.dialect.name == "sqlite":
-            pairs = ",".join("(?,?)" for _ in chunk)
-            rows.extend(
-                raw.execute(
-                    f"SELECT {columns} FROM (VALUES {pairs}) AS w JOIN loan_versions AS v"
-                    " ON v.lender_id = ? AND v.loan_id = w.column1 AND v.version = w.column2",
-                    (*(part for key in chunk for part in key), lender_id),
-                ).fetchall()
-            )
-        else:
-            with raw.cursor() as cursor:
-                cursor.execute(
-                    f"SELECT {columns} FROM unnest(%s::text[], %s::int[]) AS w(loan_id, version)"
-                    " JOIN loan_versions AS v"
-                    " ON v.lender_id = %s AND v.loan_id = w.loan_id AND v.version = w.version",
-                    ([k for k, _ in chunk], [v for _, v in chunk], lender_id),
-                )
-                rows.extend(cursor.fetchall())
-    found = {(r[0], int(r[1])): tuple(r) for r in rows}
-    return [found[key] for key in keys if key in found]
-
-
 def version_rows(conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]]) -> list[tuple[Any, ...]]:
     """The stored columns of the loan versions named by (loan_id, version), in that order (those missing
     left out), as plain tuples for :func:`loans_from_columns`."""
-    return _rows_by_key(conn, lender_id, keys, _COLUMNS)
+    return bulk.rows_by_version(conn, lender_id, keys, _COLUMNS)
 
 
 def loans_from_columns(lender_id: str, rows: list[tuple[Any, ...]]) -> list[tuple[Loan, int]]:
@@ -198,7 +159,7 @@ def report_refused(conn: Connection, item: Item, errors: list[LoanError]) -> Non
 def document_rows(conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]]) -> list[tuple[Any, ...]]:
     """(loan_id, version, format, document) of the loan versions named by (loan_id, version), in that order
     (those missing left out), as the lender sent them, for :func:`loans_from_documents`."""
-    rows = _rows_by_key(conn, lender_id, keys, "v.loan_id, v.version, v.format, v.body")
+    rows = bulk.rows_by_version(conn, lender_id, keys, "v.loan_id, v.version, v.format, v.body")
     return [(loan_id, int(version), fmt, bytes(body)) for loan_id, version, fmt, body in rows]
 
 

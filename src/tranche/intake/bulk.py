@@ -1,8 +1,10 @@
-"""The store's hot path for intake: writing many loan versions and finding which loans a tape changes.
+"""The store's hot path for intake: writing many loan versions, finding which loans a tape changes, and
+reading a slice's versions back.
 
-A tape brings up to millions of loans, so these two operations skip SQLAlchemy's per-row machinery and
-speak to the driver directly: ``executemany`` with tuples on SQLite, ``COPY`` on PostgreSQL; the lookup is
-one statement per slice with the driver's tuples. Everything else in intake goes through SQLAlchemy Core.
+A tape brings up to millions of loans, so these operations skip SQLAlchemy's per-row machinery and speak
+to the driver directly: ``executemany`` with tuples on SQLite, ``COPY`` on PostgreSQL; a look-up joins the
+slice's keys with the table in one statement (``VALUES`` on SQLite, ``unnest`` on PostgreSQL), so that each
+key is one index look-up. Everything else in intake goes through SQLAlchemy Core.
 """
 
 from __future__ import annotations
@@ -94,3 +96,39 @@ def changed_heads(
                 )
                 rows.extend(cursor.fetchall())
     return rows
+
+
+def rows_by_version(
+    conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]], columns: str
+) -> list[tuple[Any, ...]]:
+    """``columns`` (of ``loan_versions AS v``, the first two ``v.loan_id, v.version``) of the versions named by
+    (loan_id, version), in that order, those missing left out.
+
+    The keys are joined with the table, so that each is one look-up in the primary key: a ``(loan_id,
+    version) IN (...)`` makes SQLite scan every version of the lender.
+    """
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    rows: list[Any] = []
+    for start in range(0, len(keys), _KEYS_PER_STATEMENT):
+        chunk = keys[start : start + _KEYS_PER_STATEMENT]
+        if conn.dialect.name == "sqlite":
+            pairs = ",".join("(?,?)" for _ in chunk)
+            rows.extend(
+                raw.execute(
+                    f"SELECT {columns} FROM (VALUES {pairs}) AS w JOIN loan_versions AS v"
+                    " ON v.lender_id = ? AND v.loan_id = w.column1 AND v.version = w.column2",
+                    (*(part for key in chunk for part in key), lender_id),
+                ).fetchall()
+            )
+        else:
+            with raw.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT {columns} FROM unnest(%s::text[], %s::int[]) AS w(loan_id, version)"
+                    " JOIN loan_versions AS v"
+                    " ON v.lender_id = %s AND v.loan_id = w.loan_id AND v.version = w.version",
+                    ([k for k, _ in chunk], [v for _, v in chunk], lender_id),
+                )
+                rows.extend(cursor.fetchall())
+    found = {(r[0], int(r[1])): tuple(r) for r in rows}
+    return [found[key] for key in keys if key in found]
