@@ -257,16 +257,17 @@ class IntakeStages:
         with reading(self.engine) as conn:
             skip = _flagged_documents(conn, p["batch_id"], p["run"], first, first + count)
             _version, config = lender_config_of(conn, lender_id)
-            with self.archive.open(batch.archive_key) as stream:
-                stream.seek(p["offset"])
-                data = stream.read(p["length"])
-            # Splitting, finding each loan id and hashing run in the compute pool, beside this thread.
-            scanned = self.compute.run(scan_documents, fmt.value, data, first, p["offset"])
-            keys = [
-                (loan_id, raw_hash)
-                for index, _at, _size, loan_id, raw_hash in scanned
-                if loan_id is not None and index not in skip
-            ]
+        with self.archive.open(batch.archive_key) as stream:
+            stream.seek(p["offset"])
+            data = stream.read(p["length"])
+        # Splitting, finding each loan id and hashing run in the compute pool, beside this thread.
+        scanned = self.compute.run(scan_documents, fmt.value, data, first, p["offset"])
+        keys = [
+            (loan_id, raw_hash)
+            for index, _at, _size, loan_id, raw_hash in scanned
+            if loan_id is not None and index not in skip
+        ]
+        with reading(self.engine) as conn:
             # Only the loans this slice may change come back; the others are unchanged.
             changing = {
                 row[0]: None
@@ -277,7 +278,7 @@ class IntakeStages:
 
         result = SliceResult(read=len(scanned))
         # Only documents whose bytes differ from the last version's are decoded and validated.
-        by_index: dict[int, tuple[RawDocument, bytes, Head | None]] = {}
+        by_index: dict[int, tuple[bytes, bytes, Head | None]] = {}
         for index, at, size, loan_id, raw_hash in scanned:
             if index in skip:
                 result.invalid += 1  # its problem was recorded when the tape was read
@@ -287,14 +288,14 @@ class IntakeStages:
                 result.unchanged += 1
                 continue
             start = at - p["offset"]
-            doc = RawDocument(index, at, data[start : start + size], size)
-            by_index[index] = (doc, raw_hash, changing.get(loan_id) if loan_id is not None else None)
+            head = changing.get(loan_id) if loan_id is not None else None
+            by_index[index] = (data[start : start + size], raw_hash, head)
         parsed = self.compute.run(
             parse_documents,
             lender_id,
             fmt.value,
             config.allow_double_amounts,
-            [(i, d.data) for i, (d, _h, _x) in by_index.items()],
+            [(i, document) for i, (document, _h, _x) in by_index.items()],
         )
         writer = bulk.VersionWriter(self.engine)
         self._versions(result, p, lender_id, fmt.value, writer, [(by_index[e[0]], e) for e in parsed])
@@ -309,11 +310,11 @@ class IntakeStages:
         lender_id: str,
         fmt: str,
         writer: bulk.VersionWriter,
-        parsed: list[tuple[tuple[RawDocument, bytes, Head | None], Parsed]],
+        parsed: list[tuple[tuple[bytes, bytes, Head | None], Parsed]],
     ) -> None:
         """The version rows of the parsed documents that are new or changed, counted in ``result``."""
         recorded_at = writer.moment(self.clock.now())
-        for (doc, raw_hash, head), (index, loan_id, status, fields, digest) in parsed:
+        for (document, raw_hash, head), (index, loan_id, status, fields, digest) in parsed:
             if status is None:
                 result.invalid += 1
                 result.problems.extend(Problem(index, loan_id, field, reason) for field, reason in fields)
@@ -366,7 +367,7 @@ class IntakeStages:
                     raw_hash,
                     digest,
                     fmt,
-                    doc.data,
+                    document,
                 )
             )
             key = LoanKey(loan_id, version)
