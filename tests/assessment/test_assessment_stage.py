@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine, func, select
 from tranche.assessment.errors import LoanError
 from tranche.assessment.projectors import BuiltinCashflowProjector, CashflowProjector
 from tranche.assessment.remote import HttpCashflowClient
+from tranche.assessment.rules import RiskRules
 from tranche.assessment.service import CashflowServer
 from tranche.assessment.slices import LoadedSlice
 from tranche.assessment.stage import ASSESS, AssessStage
@@ -34,7 +35,9 @@ def build(lender_id: str, rows: list[tuple[Any, ...]]) -> list[tuple[Loan, int]]
     return [(LOANS[lender_id, loan_id], version) for loan_id, version in rows]
 
 
-def load(conn: Connection, lender_id: str, wanted: Sequence[tuple[str, int]]) -> LoadedSlice:
+def load(
+    conn: Connection, lender_id: str, wanted: Sequence[tuple[str, int]], rules: RiskRules
+) -> LoadedSlice:
     return LoadedSlice(list(wanted), build)
 
 

@@ -4,9 +4,10 @@ The item's payload names the slice as ``{"loans": [[loan_id, version], ...]}`` w
 (the lender), as intake's diff stage hands it on. Loading those versions is intake's business, so the stage
 is given a ``load_loans`` function; reporting the loans that cannot be assessed (to the batch's errors) is
 given as ``report_errors``. With the built-in projection, making the loans, projecting and grouping them
-runs through ``compute`` (a pool of processes in ``tranche serve``), and this process only reads and writes. Failures of the projector's call become the pipeline's own: a retryable one is
-retried from this stage (``Retry-After`` honoured; a 429 does not count against the breaker, since it says the
-service is alive), a terminal one fails the item. A loan the projector refuses fails alone.
+runs through ``compute`` (a pool of processes in ``tranche serve``), and this process only reads and
+writes. Failures of the projector's call become the pipeline's own: a retryable one is retried from this
+stage (``Retry-After`` honoured; a 429 does not count against the breaker, since it says the service is
+alive), a terminal one fails the item. A loan the projector refuses fails alone.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy import Connection, Engine
 from tranche.assessment.errors import LoanError, RetryableServiceError, TerminalServiceError
 from tranche.assessment.handlers import project_slice
 from tranche.assessment.projectors import CashflowProjector
+from tranche.assessment.rules import RiskRules
 from tranche.assessment.slices import AssessedRows, LoadedSlice, assess_projected, project_and_assess
 from tranche.assessment.store import latest_risk_rules, write_assessment_rows
 from tranche.pipeline import BreakerPolicy, Item, Next, RetryableError, RetryPolicy, Stage, TerminalError
@@ -29,8 +31,9 @@ __all__ = ["ASSESS", "AssessStage", "LoadLoans", "ReportErrors"]
 
 ASSESS = "intake.assess"
 
-LoadLoans = Callable[[Connection, str, Sequence[tuple[str, int]]], LoadedSlice]
-"""(connection, lender_id, [(loan_id, version), ...]) -> the loan versions, in that order."""
+LoadLoans = Callable[[Connection, str, Sequence[tuple[str, int]], RiskRules], LoadedSlice]
+"""(connection, lender_id, [(loan_id, version), ...], the lender's rules) -> the loan versions, in that order,
+with what the rules read of them."""
 ReportErrors = Callable[[Connection, Item, list[LoanError]], None]
 """Records, in the stage's transaction, the loans of an item that cannot be assessed."""
 
@@ -84,8 +87,8 @@ class AssessStage:
         lender_id = item.partition
         wanted = [(str(entry[0]), int(entry[1])) for entry in item.payload["loans"]]
         with reading(self.engine) as conn:
-            loaded = self.load_loans(conn, lender_id, wanted)
             rules = latest_risk_rules(conn, lender_id)
+            loaded = self.load_loans(conn, lender_id, wanted, rules.rules)
         now = self.clock.now()
         sqlite = self.engine.dialect.name == "sqlite"
         if self.projector.in_process:

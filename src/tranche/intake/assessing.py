@@ -14,9 +14,9 @@ import bson
 from sqlalchemy import Connection, insert, select
 
 from tranche.assessment.errors import LoanError
+from tranche.assessment.rules import RiskRules
 from tranche.assessment.slices import AssessedRows, LoadedSlice
 from tranche.assessment.stage import ASSESS, AssessStage
-from tranche.assessment.store import latest_risk_rules
 from tranche.intake import bulk
 from tranche.intake.events import AssessedLoan, LoansAssessed
 from tranche.intake.loan import Borrower, Loan, LoanStatus, ScheduleType
@@ -184,11 +184,12 @@ def load_documents(
     return loans_from_documents(lender_id, document_rows(conn, lender_id, keys))
 
 
-def load_for_assessment(conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]]) -> LoadedSlice:
+def load_for_assessment(
+    conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]], rules: RiskRules
+) -> LoadedSlice:
     """What the assess stage projects and groups: the stored columns, which is all the projection and the
     usual rules need; or the whole documents when the lender's rules look at the borrower's or the loan's
     extra attributes (``borrower.<name>``, ``loan.<name>``)."""
-    rules = latest_risk_rules(conn, lender_id).rules
     if any("." in condition.field for rule in rules.rules for condition in rule.all):
         return LoadedSlice(document_rows(conn, lender_id, keys), loans_from_documents)
     return LoadedSlice(version_rows(conn, lender_id, keys), loans_from_columns)
