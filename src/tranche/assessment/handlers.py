@@ -1,8 +1,9 @@
-"""Assessing a slice of loan versions, split the way a pipeline stage runs it.
+"""Assessing a slice of loan versions of any lenders, in two steps, for callers outside the pipeline (the
+assess stage itself goes through :mod:`tranche.assessment.slices`, which can run in a compute pool).
 
-``work`` (outside any transaction, may fail and be retried): :func:`project_slice` calls the projector.
-``commit`` (inside the stage's transaction): :func:`record_assessments` reads each lender's latest risk
-rules, assigns groups and appends the assessments, so that they land with the item's move or not at all::
+:func:`project_slice` calls the projector (outside any transaction, may fail and be retried);
+:func:`record_assessments` reads each lender's latest risk rules, assigns groups and appends the
+assessments in the caller's transaction::
 
     results = project_slice(projector, [loan for loan, _ in slice_])      # RetryableServiceError, ...
     with engine.begin() as conn:
