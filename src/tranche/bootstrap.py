@@ -97,6 +97,8 @@ class Container:
         """Run the pipeline stages on background threads of this process (when it has the pipeline role)."""
         if "pipeline" not in self.settings.roles:
             return
+        # The pool the stages compute in starts with them, so that the first tape does not wait for it.
+        self.intake_stages.compute.start("tranche.intake.parsing", "tranche.assessment.slices")
         self.runner.start()
         self._workers_started = True
 

@@ -4,17 +4,36 @@ Each document contributes (hash of its loan id, position, byte offset): 24 bytes
 (1.5 MB) stay in memory; past that every entry is spilled to one of 64 files chosen by the hash's low bits,
 and each file is grouped on its own afterwards: a sixty-fourth of the tape at a time (a few MB for a tape of
 ten million loans). Equal hashes are only candidates: the caller confirms them against the real loan ids.
+
+The entries of a slice can be made elsewhere (:func:`partition_entries`, in a pool's process) and added
+whole (:meth:`DuplicateFinder.extend`): the hash is the same in every process.
 """
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 _PARTITIONS = 64
 _IN_MEMORY = 64 * 1024
+
+
+def key_hash(key: str) -> int:
+    """A 64-bit hash of a loan id, the same in every process (Python's ``hash`` of a str is not)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def partition_entries(keys: Iterable[tuple[str, int, int]]) -> list[array[int]]:
+    """The finder's entries for (loan id, position, offset) triples, one flat array a partition, for
+    :meth:`DuplicateFinder.extend`."""
+    parts = [array("q") for _ in range(_PARTITIONS)]
+    for key, index, offset in keys:
+        h = key_hash(key)
+        parts[h & (_PARTITIONS - 1)].extend((h, index, offset))
+    return parts
 
 
 class DuplicateFinder:
@@ -24,13 +43,14 @@ class DuplicateFinder:
         self._spill: tempfile.TemporaryDirectory[str] | None = None
 
     def add(self, key: str, index: int, offset: int) -> None:
-        # str hashes are stable within one process, which is all one tape's scan needs.
-        h = hash(key)
-        part = self._parts[h & (_PARTITIONS - 1)]
-        part.append(h)
-        part.append(index)
-        part.append(offset)
-        self._held += 1
+        self.extend(partition_entries([(key, index, offset)]))
+
+    def extend(self, parts: Sequence[array[int]]) -> None:
+        """Add the entries :func:`partition_entries` made."""
+        for number, entries in enumerate(parts):
+            if entries:
+                self._parts[number].extend(entries)
+                self._held += len(entries) // 3
         if self._held >= _IN_MEMORY:
             self._flush()
 

@@ -3,8 +3,9 @@ through a :class:`~tranche.shared.compute.Compute` (in a pool of processes by de
 
 Decoding BSON and validating a loan is the CPU-heavy part of intake; the store's part is not. With a pool,
 slices are parsed in other processes while this one looks up and writes, so a tape uses every core. What
-crosses the process boundary is small: raw documents in, compact tuples out. This module imports only the
-parser (no SQLAlchemy, no web stack), so neither does a worker that only parses.
+crosses the process boundary is small: where a slice lies in the archive (:class:`TapeSlice`; the worker
+reads the bytes itself) in, compact tuples out. This module imports only the parser (no SQLAlchemy, no web
+stack), so neither does a worker that only parses.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import bson
 
+from tranche.intake.archive import Archive
+from tranche.intake.duplicates import partition_entries
 from tranche.intake.parse import ParseOptions, content_hash, parse_loan
 from tranche.intake.tape import RawDocument, TapeFormat, iter_documents, loan_id_of
 
@@ -30,10 +35,35 @@ Parsed = tuple[int, str | None, str | None, tuple[Any, ...], bytes | None]
 Scanned = tuple[int, int, int, str | None, bytes]
 
 
-def scan_documents(fmt: str, data: bytes, first: int, offset: int) -> list[Scanned]:
-    """Split a slice's bytes (which start at ``offset`` in the tape, with document number ``first``) into its
-    documents, each with its loan id (found without decoding) and the hash the diff compares."""
-    tape_format = TapeFormat(fmt)
+@dataclass(frozen=True, slots=True)
+class TapeSlice:
+    """Where a slice lies in an archived tape: ``length`` bytes from ``offset``, document number ``first`` on.
+    It pickles small, and whoever computes on it reads the bytes from the archive."""
+
+    archive: Archive
+    key: str
+    format: str
+    offset: int
+    length: int
+    first: int
+
+    def read(self) -> bytes:
+        with self.archive.open(self.key) as stream:
+            stream.seek(self.offset)
+            return stream.read(self.length)
+
+    def documents(self, data: bytes) -> Iterator[RawDocument]:
+        """The documents of the slice, from its bytes (as :meth:`read` gives them)."""
+        found = iter_documents(
+            io.BytesIO(data), TapeFormat(self.format), start_index=self.first, start_offset=self.offset
+        )
+        return (doc for doc in found if isinstance(doc, RawDocument))
+
+
+def scan_documents(piece: TapeSlice) -> list[Scanned]:
+    """Split a slice into its documents, each with its loan id (found without decoding) and the hash the
+    diff compares."""
+    tape_format = TapeFormat(piece.format)
     blake2b = hashlib.blake2b
     return [
         (
@@ -43,21 +73,32 @@ def scan_documents(fmt: str, data: bytes, first: int, offset: int) -> list[Scann
             loan_id_of(doc.data, tape_format),
             blake2b(doc.data, digest_size=16).digest(),
         )
-        for doc in iter_documents(io.BytesIO(data), tape_format, start_index=first, start_offset=offset)
-        if isinstance(doc, RawDocument)
+        for doc in piece.documents(piece.read())
     ]
 
 
+def key_entries(piece: TapeSlice) -> list[array[int]]:
+    """The duplicate finder's entries (:func:`~tranche.intake.duplicates.partition_entries`) for the loan ids
+    of a slice."""
+    tape_format = TapeFormat(piece.format)
+    return partition_entries(
+        (loan_id, doc.index, doc.offset)
+        for doc in piece.documents(piece.read())
+        if (loan_id := loan_id_of(doc.data, tape_format)) is not None
+    )
+
+
 def parse_documents(
-    lender_id: str, fmt: str, allow_doubles: bool, docs: Sequence[tuple[int, bytes]]
+    lender_id: str, allow_doubles: bool, piece: TapeSlice, wanted: Sequence[tuple[int, int, int]]
 ) -> list[Parsed]:
-    """Decode and validate each (index, raw document)."""
+    """Decode and validate the documents of a slice named by (index, position in the slice, size)."""
     options = ParseOptions(allow_double_amounts=allow_doubles)
-    decode = bson.decode if fmt == "bson" else json.loads
+    decode = bson.decode if piece.format == "bson" else json.loads
     out: list[Parsed] = []
-    for index, data in docs:
+    data = piece.read()
+    for index, start, size in wanted:
         try:
-            decoded = decode(data)
+            decoded = decode(data[start : start + size])
         except Exception as exc:  # the document's own bytes are bad: it alone is refused
             out.append((index, None, None, (("(tape)", f"cannot be decoded: {exc}"),), None))
             continue

@@ -33,9 +33,17 @@ from tranche.intake.events import (
     RejectedLoan,
 )
 from tranche.intake.loan import LoanStatus
-from tranche.intake.parsing import Parsed, parse_documents, scan_documents
+from tranche.intake.parsing import Parsed, TapeSlice, key_entries, parse_documents, scan_documents
 from tranche.intake.tables import batch_errors, batch_reads, batches, slice_results
-from tranche.intake.tape import RawDocument, TapeDamage, TapeFormat, iter_documents, loan_id_of
+from tranche.intake.tape import (
+    RawDocument,
+    Span,
+    TapeDamage,
+    TapeFormat,
+    iter_documents,
+    iter_spans,
+    loan_id_of,
+)
 from tranche.pipeline import Item, NewItem, Next, Pipeline, RetryPolicy, Stage
 from tranche.shared.clock import Clock
 from tranche.shared.compute import Compute, InlineCompute
@@ -44,6 +52,7 @@ from tranche.store.engine import reading
 READ = "intake.read"
 DIFF = "intake.diff"
 TAPE_FIELD = "(tape)"
+_SLICES_IN_FLIGHT = 8  # slices read ahead for the pool while the read stage looks for duplicate loan ids
 
 Publish = Callable[[Connection, str, object], None]
 """Writes an event (or a ready message) to the outbox in the connection's transaction, under a topic."""
@@ -160,46 +169,59 @@ class IntakeStages:
         batch = self._batch(item.payload["batch_id"])
         fmt = TapeFormat(batch.format)
         result = ReadResult()
-        finder = DuplicateFinder()
-        slice_start: RawDocument | None = None
+        slice_start: Span | None = None
         slice_count = 0
         slice_end = 0
 
         def close_slice() -> None:
             assert slice_start is not None
+            index, offset, _size = slice_start
             result.slices.append(
                 {
                     "slice": len(result.slices),
-                    "offset": slice_start.offset,
-                    "length": slice_end - slice_start.offset,
-                    "first": slice_start.index,
+                    "offset": offset,
+                    "length": slice_end - offset,
+                    "first": index,
                     "count": slice_count,
                 }
             )
 
         with self.archive.open(batch.archive_key) as stream:
-            for doc in iter_documents(stream, fmt):
-                if isinstance(doc, TapeDamage):
+            # Cutting the tape into slices only hops from one document to the next.
+            for span in iter_spans(stream, fmt):
+                if isinstance(span, TapeDamage):
                     result.damaged = True
                     result.problems.append(
-                        Problem(doc.index, None, TAPE_FIELD, f"at byte {doc.offset}: {doc.reason}")
+                        Problem(span.index, None, TAPE_FIELD, f"at byte {span.offset}: {span.reason}")
                     )
                     break
-                loan_id = loan_id_of(doc.data, fmt)
-                if loan_id is not None:
-                    finder.add(loan_id, doc.index, doc.offset)
                 if slice_start is None:
-                    slice_start, slice_count = doc, 0
+                    slice_start, slice_count = span, 0
                 slice_count += 1
-                slice_end = doc.offset + doc.size
+                slice_end = span[1] + span[2]
                 result.documents += 1
                 if slice_count == self.slice_size:
                     close_slice()
                     slice_start = None
             if slice_start is not None:
                 close_slice()
-            result.problems.extend(self._confirm_duplicates(finder, stream, fmt))
+            result.problems.extend(self._duplicates(batch.archive_key, result.slices, stream, fmt))
         return result
+
+    def _duplicates(
+        self, key: str, slices: list[dict[str, Any]], stream: Any, fmt: TapeFormat
+    ) -> list[Problem]:
+        """The documents whose loan id occurs more than once in the tape. The ids are found in the compute
+        pool, a few slices at a time."""
+
+        calls = (
+            (TapeSlice(self.archive, key, fmt.value, piece["offset"], piece["length"], piece["first"]),)
+            for piece in slices
+        )
+        finder = DuplicateFinder()
+        for entries in self.compute.map(key_entries, calls, window=_SLICES_IN_FLIGHT):
+            finder.extend(entries)
+        return self._confirm_duplicates(finder, stream, fmt)
 
     def _confirm_duplicates(self, finder: DuplicateFinder, stream: Any, fmt: TapeFormat) -> list[Problem]:
         problems: list[Problem] = []
@@ -257,11 +279,9 @@ class IntakeStages:
         with reading(self.engine) as conn:
             skip = _flagged_documents(conn, p["batch_id"], p["run"], first, first + count)
             _version, config = lender_config_of(conn, lender_id)
-        with self.archive.open(batch.archive_key) as stream:
-            stream.seek(p["offset"])
-            data = stream.read(p["length"])
-        # Splitting, finding each loan id and hashing run in the compute pool, beside this thread.
-        scanned = self.compute.run(scan_documents, fmt.value, data, first, p["offset"])
+        piece = TapeSlice(self.archive, batch.archive_key, fmt.value, p["offset"], p["length"], first)
+        # Reading the slice, splitting it, finding each loan id and hashing run in the compute pool.
+        scanned = self.compute.run(scan_documents, piece)
         keys = [
             (loan_id, raw_hash)
             for index, _at, _size, loan_id, raw_hash in scanned
@@ -278,7 +298,7 @@ class IntakeStages:
 
         result = SliceResult(read=len(scanned))
         # Only documents whose bytes differ from the last version's are decoded and validated.
-        by_index: dict[int, tuple[bytes, bytes, Head | None]] = {}
+        by_index: dict[int, tuple[int, int, bytes, Head | None]] = {}
         for index, at, size, loan_id, raw_hash in scanned:
             if index in skip:
                 result.invalid += 1  # its problem was recorded when the tape was read
@@ -287,18 +307,20 @@ class IntakeStages:
                 # Unchanged, or already superseded by a later tape (a replay of an older batch).
                 result.unchanged += 1
                 continue
-            start = at - p["offset"]
             head = changing.get(loan_id) if loan_id is not None else None
-            by_index[index] = (data[start : start + size], raw_hash, head)
-        parsed = self.compute.run(
-            parse_documents,
-            lender_id,
-            fmt.value,
-            config.allow_double_amounts,
-            [(i, document) for i, (document, _h, _x) in by_index.items()],
-        )
+            by_index[index] = (at - p["offset"], size, raw_hash, head)
+        if not by_index:
+            return result
+        wanted = [(index, start, size) for index, (start, size, _h, _x) in by_index.items()]
+        parsed = self.compute.run(parse_documents, lender_id, config.allow_double_amounts, piece, wanted)
+        data = piece.read()  # the documents are stored as they came
+        documents = [
+            ((data[start : start + size], raw_hash, head), e)
+            for e in parsed
+            for start, size, raw_hash, head in (by_index[e[0]],)
+        ]
         writer = bulk.VersionWriter(self.engine)
-        self._versions(result, p, lender_id, fmt.value, writer, [(by_index[e[0]], e) for e in parsed])
+        self._versions(result, p, lender_id, fmt.value, writer, documents)
         if self.publish is not None:
             result.events = self._events(lender_id, p["batch_id"], result)
         return result

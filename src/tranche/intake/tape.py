@@ -60,9 +60,41 @@ def iter_documents(
     return _iter_ndjson(stream, start_index, start_offset, limit)
 
 
+Span = tuple[int, int, int]
+"""Where a document lies in a tape: (index, byte offset, size)."""
+
+
+def iter_spans(stream: BinaryIO, fmt: TapeFormat) -> Iterator[Span | TapeDamage]:
+    """Where each document of the tape lies, then at most one damage report, as :func:`iter_documents`
+    finds them but without copying a document out: what cutting a tape into slices needs."""
+    if fmt is TapeFormat.NDJSON:
+        for doc in _iter_ndjson(stream, 0, 0, None):
+            yield doc if isinstance(doc, TapeDamage) else (doc.index, doc.offset, doc.size)
+        return
+    for frame in _bson_frames(stream, 0, 0, None):
+        if isinstance(frame, TapeDamage):
+            yield frame
+            return
+        _buffer, _pos, index, offset, length = frame
+        yield index, offset, length
+
+
 def _iter_bson(
     stream: BinaryIO, index: int, offset: int, limit: int | None
 ) -> Iterator[RawDocument | TapeDamage]:
+    for frame in _bson_frames(stream, index, offset, limit):
+        if isinstance(frame, TapeDamage):
+            yield frame
+            return
+        buffer, pos, index, offset, length = frame
+        yield RawDocument(index, offset, buffer[pos : pos + length], length)
+
+
+def _bson_frames(
+    stream: BinaryIO, index: int, offset: int, limit: int | None
+) -> Iterator[tuple[bytes, int, int, int, int] | TapeDamage]:
+    """Each whole document as (buffer, its position in the buffer, index, offset, length), then at most one
+    damage report. The buffer holds about a chunk of the tape."""
     remaining = limit
     buffer = b""
     pos = 0  # position of the next document within buffer
@@ -85,7 +117,7 @@ def _iter_bson(
                         index, offset, "document does not end with a NUL byte; the tape is corrupt from here"
                     )
                     return
-                yield RawDocument(index, offset, buffer[pos:end], length)
+                yield buffer, pos, index, offset, length
                 index += 1
                 offset += length
                 pos = end

@@ -6,17 +6,20 @@ calling process looks up and writes. What crosses the process boundary must pick
 and plain arguments and results (tuples, not ORM rows or connections).
 
     compute = ProcessCompute(2)
-    parsed = compute.run(parse_documents, lender_id, "bson", False, docs)
+    scanned = compute.run(scan_documents, piece)
+    for entries in compute.map(key_entries, ((piece,) for piece in pieces), window=8): ...
 """
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 __all__ = ["Compute", "InlineCompute", "ProcessCompute", "make_compute"]
@@ -29,6 +32,15 @@ class Compute(Protocol):
         """``fn(*args)``, wherever this runs it; blocks until it is done and raises what it raised."""
         ...
 
+    def map(self, fn: Callable[..., T], calls: Iterable[tuple[Any, ...]], /, window: int) -> Iterator[T]:
+        """``fn(*args)`` for each ``args`` of ``calls``, in their order. At most ``window`` calls are taken
+        from ``calls`` ahead of the result being waited for, so a long iterable is never held at once."""
+        ...
+
+    def start(self, *modules: str) -> None:
+        """Get ready ahead of the first call, with ``modules`` imported where the calls will run."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -37,6 +49,13 @@ class InlineCompute:
 
     def run(self, fn: Callable[..., T], /, *args: Any) -> T:
         return fn(*args)
+
+    def map(self, fn: Callable[..., T], calls: Iterable[tuple[Any, ...]], /, window: int) -> Iterator[T]:
+        return (fn(*args) for args in calls)
+
+    def start(self, *modules: str) -> None:
+        for name in modules:
+            importlib.import_module(name)
 
     def close(self) -> None:
         return None
@@ -54,6 +73,11 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def _import(modules: tuple[str, ...]) -> None:
+    for name in modules:
+        importlib.import_module(name)
+
+
 class ProcessCompute:
     """Runs in a pool of ``processes`` worker processes, started on first use; thread-safe."""
 
@@ -64,6 +88,28 @@ class ProcessCompute:
 
     def run(self, fn: Callable[..., T], /, *args: Any) -> T:
         return self._started().submit(fn, *args).result()
+
+    def map(self, fn: Callable[..., T], calls: Iterable[tuple[Any, ...]], /, window: int) -> Iterator[T]:
+        pool = self._started()
+        pending: deque[Future[T]] = deque()
+        try:
+            for args in calls:
+                pending.append(pool.submit(fn, *args))
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:  # the caller stopped early, or a call failed
+                future.cancel()
+
+    def start(self, *modules: str) -> None:
+        """Start every worker now (the pool otherwise starts one a call, on first use) and import
+        ``modules`` in each, so that the first tape does not wait for the pool."""
+        pool = self._started()
+        # Each call submitted while no worker is idle starts one more, up to ``processes``.
+        for future in [pool.submit(_import, modules) for _ in range(self.processes)]:
+            future.result()
 
     def _started(self) -> ProcessPoolExecutor:
         with self._lock:
