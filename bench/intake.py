@@ -5,7 +5,8 @@ For each size it measures, each in a fresh child process so that peak RSS is the
 - floor: streaming ``bson.decode_file_iter`` of the same tape plus a bare ``executemany`` of the same rows
   (the columns tranche stores) into SQLite, 1000 rows a transaction;
 - tranche, all new: the tape is archived (as an upload is) and goes through the intake pipeline (read, diff)
-  to stored loan versions;
+  to stored loan versions, in a process started on a store whose schema is already made (as `tranche
+  migrate` makes it when tranche is deployed);
 - tranche, unchanged: the same loans uploaded again (in another order, so that the bytes differ and it is a
   new batch) against the state the first tape left.
 
@@ -137,6 +138,16 @@ def child_floor(tape: Path, db: Path) -> dict[str, Any]:
     return {"loans": count, "seconds": elapsed}
 
 
+def child_schema(db: Path) -> dict[str, Any]:
+    from tranche.store.engine import create_store_engine
+    from tranche.store.migrate import upgrade
+
+    engine = create_store_engine(f"sqlite:///{db}")
+    upgrade(engine)
+    engine.dispose()
+    return {}
+
+
 def child_tranche(tapes: list[Path], db: Path, archive: Path, intake_only: bool) -> dict[str, Any]:
     from dataclasses import replace
 
@@ -193,6 +204,8 @@ def measure(n: int, workdir: Path, intake_only: bool) -> dict[str, Any]:
     paths, _rss = run_child("tapes", str(n), str(workdir))
     tape, again = Path(paths["tape"]), Path(paths["again"])
     floor, floor_rss = run_child("floor", str(tape), str(workdir / f"floor-{n}.db"))
+    # The schema is made first, by a process of its own, as `tranche migrate` does when tranche is deployed.
+    run_child("schema", str(workdir / f"tranche-{n}.db"))
     tranche, rss = run_child(
         "tranche",
         "1" if intake_only else "0",
@@ -222,6 +235,9 @@ def main() -> None:
         return
     if len(sys.argv) > 1 and sys.argv[1] == "floor":
         print(json.dumps(child_floor(Path(sys.argv[2]), Path(sys.argv[3]))))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "schema":
+        print(json.dumps(child_schema(Path(sys.argv[2]))))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "tranche":
         tapes = [Path(p) for p in sys.argv[5:]]

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from tranche.store.migrate import upgrade
+from tranche.store.migrate import HEADS, alembic_config, current_revisions, upgrade
 from tranche.store.schema import load_all_tables
 
 
@@ -24,3 +25,9 @@ def test_migrations_create_exactly_the_declared_tables(engine: Engine) -> None:
 def test_upgrading_twice_changes_nothing(engine: Engine) -> None:
     upgrade(engine)
     upgrade(engine)
+
+
+def test_the_declared_heads_are_those_of_the_migration_scripts(engine: Engine) -> None:
+    scripts = ScriptDirectory.from_config(alembic_config(engine))
+    assert set(scripts.get_heads()) == HEADS
+    assert current_revisions(engine) == HEADS
