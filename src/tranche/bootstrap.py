@@ -39,6 +39,7 @@ from tranche.settlement import SettlementNode
 from tranche.shared.clock import Clock, SystemClock
 from tranche.shared.compute import make_compute
 from tranche.shared.ids import new_id
+from tranche.shared.malloc import limit_arenas
 from tranche.store.engine import create_store_engine
 from tranche.store.migrate import upgrade
 from tranche.trading.adapters import SqlPortfolioStore
@@ -99,6 +100,7 @@ class Container:
             return
         # The pool the stages compute in starts with them, so that the first tape does not wait for it.
         self.intake_stages.compute.start("tranche.intake.parsing", "tranche.assessment.slices")
+        limit_arenas(2)  # before the worker threads start, so that they share the allocator's arenas
         self.runner.start()
         self._workers_started = True
 
