@@ -43,6 +43,8 @@ KNOWN_FIELDS = frozenset(
     }
 )
 BORROWER_FIELDS = frozenset({"country", "age", "income_monthly", "credit_score"})
+_STATUSES = {status.value: status for status in LoanStatus}
+_SCHEDULES = {schedule.value: schedule for schedule in ScheduleType}
 MAX_RATE = Decimal(5)  # 500% a year: anything above is a unit mistake (percent sent as a fraction's number)
 
 
@@ -182,11 +184,10 @@ def decimal128_to_decimal(value: Decimal128) -> Decimal:
     the coefficient in the low 113 bits and a biased exponent above it. Specials (NaN, infinity) and the
     rarely used large-coefficient form go through pymongo's own conversion.
     """
-    bid = value.bid
-    hi = int.from_bytes(bid[8:], "little")
+    hi, lo = value.__getstate__()  # the two 64-bit halves, as pickling takes them
     if (hi >> 61) & 3 == 3:
         return value.to_decimal()
-    coefficient = ((hi & _COEFFICIENT_MASK) << 64) | int.from_bytes(bid[:8], "little")
+    coefficient = ((hi & _COEFFICIENT_MASK) << 64) | lo
     exponent = ((hi >> 49) & 0x3FFF) - 6176
     number = Decimal(coefficient).scaleb(exponent, _DECIMAL128_CONTEXT)
     return number.copy_negate() if hi >> 63 else number
@@ -216,9 +217,8 @@ def parse_loan(
     status: LoanStatus | None = None
     raw_status = r.string(doc, "status", "status")
     if raw_status is not None:
-        try:
-            status = LoanStatus(raw_status)
-        except ValueError:
+        status = _STATUSES.get(raw_status)
+        if status is None:
             r.fail("status", f"{raw_status!r} is not one of {', '.join(s.value for s in LoanStatus)}")
 
     currency = r.string(doc, "currency", "currency")
@@ -244,9 +244,8 @@ def parse_loan(
     schedule: ScheduleType | None = None
     raw_schedule = r.string(doc, "schedule_type", "schedule_type")
     if raw_schedule is not None:
-        try:
-            schedule = ScheduleType(raw_schedule)
-        except ValueError:
+        schedule = _SCHEDULES.get(raw_schedule)
+        if schedule is None:
             r.fail(
                 "schedule_type", f"{raw_schedule!r} is not one of {', '.join(s.value for s in ScheduleType)}"
             )
