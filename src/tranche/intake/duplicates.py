@@ -43,7 +43,11 @@ class DuplicateFinder:
         self._spill: tempfile.TemporaryDirectory[str] | None = None
 
     def add(self, key: str, index: int, offset: int) -> None:
-        self.extend(partition_entries([(key, index, offset)]))
+        h = key_hash(key)
+        self._parts[h & (_PARTITIONS - 1)].extend((h, index, offset))
+        self._held += 1
+        if self._held >= _IN_MEMORY:
+            self._flush()
 
     def extend(self, parts: Sequence[array[int]]) -> None:
         """Add the entries :func:`partition_entries` made."""

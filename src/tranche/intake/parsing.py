@@ -52,10 +52,9 @@ class TapeSlice:
             stream.seek(self.offset)
             return stream.read(self.length)
 
-    def documents(self, data: bytes) -> Iterator[RawDocument]:
-        """The documents of the slice, from its bytes (as :meth:`read` gives them)."""
+    def documents(self) -> Iterator[RawDocument]:
         found = iter_documents(
-            io.BytesIO(data), TapeFormat(self.format), start_index=self.first, start_offset=self.offset
+            io.BytesIO(self.read()), TapeFormat(self.format), start_index=self.first, start_offset=self.offset
         )
         return (doc for doc in found if isinstance(doc, RawDocument))
 
@@ -73,7 +72,7 @@ def scan_documents(piece: TapeSlice) -> list[Scanned]:
             loan_id_of(doc.data, tape_format),
             blake2b(doc.data, digest_size=16).digest(),
         )
-        for doc in piece.documents(piece.read())
+        for doc in piece.documents()
     ]
 
 
@@ -83,7 +82,7 @@ def key_entries(piece: TapeSlice) -> list[array[int]]:
     tape_format = TapeFormat(piece.format)
     return partition_entries(
         (loan_id, doc.index, doc.offset)
-        for doc in piece.documents(piece.read())
+        for doc in piece.documents()
         if (loan_id := loan_id_of(doc.data, tape_format)) is not None
     )
 

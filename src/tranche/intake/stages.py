@@ -198,7 +198,8 @@ class IntakeStages:
                 if slice_start is None:
                     slice_start, slice_count = span, 0
                 slice_count += 1
-                slice_end = span[1] + span[2]
+                _index, offset, size = span
+                slice_end = offset + size
                 result.documents += 1
                 if slice_count == self.slice_size:
                     close_slice()
@@ -214,14 +215,15 @@ class IntakeStages:
         """The documents whose loan id occurs more than once in the tape. The ids are found in the compute
         pool, a few slices at a time."""
 
-        calls = (
-            (TapeSlice(self.archive, key, fmt.value, piece["offset"], piece["length"], piece["first"]),)
-            for piece in slices
-        )
+        calls = ((self._tape_slice(key, fmt, piece),) for piece in slices)
         finder = DuplicateFinder()
         for entries in self.compute.map(key_entries, calls, window=_SLICES_IN_FLIGHT):
             finder.extend(entries)
         return self._confirm_duplicates(finder, stream, fmt)
+
+    def _tape_slice(self, key: str, fmt: TapeFormat, piece: dict[str, Any]) -> TapeSlice:
+        """The slice that ``piece`` (as the read stage cut it, or a diff item's payload) names in a tape."""
+        return TapeSlice(self.archive, key, fmt.value, piece["offset"], piece["length"], piece["first"])
 
     def _confirm_duplicates(self, finder: DuplicateFinder, stream: Any, fmt: TapeFormat) -> list[Problem]:
         problems: list[Problem] = []
@@ -279,7 +281,7 @@ class IntakeStages:
         with reading(self.engine) as conn:
             skip = _flagged_documents(conn, p["batch_id"], p["run"], first, first + count)
             _version, config = lender_config_of(conn, lender_id)
-        piece = TapeSlice(self.archive, batch.archive_key, fmt.value, p["offset"], p["length"], first)
+        piece = self._tape_slice(batch.archive_key, fmt, p)
         # Reading the slice, splitting it, finding each loan id and hashing run in the compute pool.
         scanned = self.compute.run(scan_documents, piece)
         keys = [
@@ -314,11 +316,10 @@ class IntakeStages:
         wanted = [(index, start, size) for index, (start, size, _h, _x) in by_index.items()]
         parsed = self.compute.run(parse_documents, lender_id, config.allow_double_amounts, piece, wanted)
         data = piece.read()  # the documents are stored as they came
-        documents = [
-            ((data[start : start + size], raw_hash, head), e)
-            for e in parsed
-            for start, size, raw_hash, head in (by_index[e[0]],)
-        ]
+        documents = []
+        for entry in parsed:
+            start, size, raw_hash, head = by_index[entry[0]]
+            documents.append(((data[start : start + size], raw_hash, head), entry))
         writer = bulk.VersionWriter(self.engine)
         self._versions(result, p, lender_id, fmt.value, writer, documents)
         if self.publish is not None:
