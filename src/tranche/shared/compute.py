@@ -61,9 +61,9 @@ class InlineCompute:
         return None
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Runs in each worker: end it when the process that started it is gone (even killed with SIGKILL),
-    instead of leaving it idle for ever."""
+def _prepare_worker(parent: int, modules: tuple[str, ...]) -> None:
+    """Runs in each worker as it starts: import ``modules``, and end the worker when the process that
+    started it is gone (even killed with SIGKILL), instead of leaving it idle for ever."""
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -71,11 +71,12 @@ def _exit_with_parent(parent: int) -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def _import(modules: tuple[str, ...]) -> None:
     for name in modules:
         importlib.import_module(name)
+
+
+def _ready() -> None:
+    return None
 
 
 class ProcessCompute:
@@ -104,22 +105,22 @@ class ProcessCompute:
                 future.cancel()
 
     def start(self, *modules: str) -> None:
-        """Start every worker now (the pool otherwise starts one a call, on first use) and import
-        ``modules`` in each, so that the first tape does not wait for the pool."""
-        pool = self._started()
+        """Start the workers now (the pool otherwise starts one a call, on first use). Every worker the pool
+        starts, now or later, imports ``modules`` first, when the pool was not started before."""
+        pool = self._started(modules)
         # Each call submitted while no worker is idle starts one more, up to ``processes``.
-        for future in [pool.submit(_import, modules) for _ in range(self.processes)]:
+        for future in [pool.submit(_ready) for _ in range(self.processes)]:
             future.result()
 
-    def _started(self) -> ProcessPoolExecutor:
+    def _started(self, modules: tuple[str, ...] = ()) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
                 # spawn: the workers start clean, without this process's threads, connections and imports.
                 self._pool = ProcessPoolExecutor(
                     self.processes,
                     mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_exit_with_parent,
-                    initargs=(os.getpid(),),
+                    initializer=_prepare_worker,
+                    initargs=(os.getpid(), modules),
                 )
             return self._pool
 
