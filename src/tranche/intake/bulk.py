@@ -10,7 +10,7 @@ key is one index look-up. Everything else in intake goes through SQLAlchemy Core
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -28,11 +28,6 @@ class VersionWriter:
     def __init__(self, bind: Connection | Engine) -> None:
         self.sqlite = bind.dialect.name == "sqlite"
         self._recorded_at = loan_versions.c.recorded_at.type._cached_bind_processor(bind.dialect)
-
-    def day(self, value: date | None) -> Any:
-        if value is None or not self.sqlite:
-            return value
-        return value.isoformat()  # SQLAlchemy's storage format for Date on SQLite
 
     def moment(self, value: datetime) -> Any:
         return self._recorded_at(value) if self._recorded_at is not None else value

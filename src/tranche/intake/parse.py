@@ -45,6 +45,7 @@ KNOWN_FIELDS = frozenset(
 BORROWER_FIELDS = frozenset({"country", "age", "income_monthly", "credit_score"})
 _STATUSES = {status.value: status for status in LoanStatus}
 _SCHEDULES = {schedule.value: schedule for schedule in ScheduleType}
+MAX_MINOR_UNITS = 2**63 - 1  # amounts are stored as 64-bit integers of minor units
 MAX_RATE = Decimal(5)  # 500% a year: anything above is a unit mistake (percent sent as a fraction's number)
 
 
@@ -152,6 +153,9 @@ class _Reader:
         scaled = value.scaleb(exponent)
         if scaled != scaled.to_integral_value():
             self.fail(path, f"{value} has more decimals than {currency} allows ({exponent})")
+            return None
+        if scaled > MAX_MINOR_UNITS:
+            self.fail(path, f"{value} is too large: at most {MAX_MINOR_UNITS} minor units of {currency}")
             return None
         return int(scaled)
 
@@ -287,6 +291,180 @@ def parse_loan(
     )
 
 
+Columns = tuple[Any, ...]
+"""What intake stores of a valid loan, in the order of ``loan_versions``' columns from ``status`` to
+``borrower_credit_score``, with dates as ISO text."""
+
+
+def loan_columns(
+    lender_id: str, doc: Mapping[str, Any], options: ParseOptions = ParseOptions()
+) -> tuple[Columns, bytes] | list[FieldProblem]:
+    """The stored columns of a document and its :func:`content_hash`, or every problem found: what
+    :func:`parse_loan` decides, made without building a :class:`Loan` when the document has the usual shape
+    (no payments, Decimal128 or integer amounts, BSON dates)."""
+    usual = _usual_columns(doc)
+    if usual is not None:
+        return usual
+    loan = parse_loan(lender_id, doc, options)
+    if isinstance(loan, list):
+        return loan
+    return columns_of(loan), content_hash(loan)
+
+
+def columns_of(loan: Loan) -> Columns:
+    b = loan.borrower
+    return (
+        loan.status.value,
+        loan.currency,
+        loan.principal,
+        loan.outstanding_principal,
+        str(loan.interest_rate),
+        loan.term_months,
+        loan.schedule_type.value,
+        loan.issue_date.isoformat(),
+        loan.next_payment_date.isoformat() if loan.next_payment_date else None,
+        loan.all_or_nothing,
+        b.country,
+        b.age,
+        b.income_monthly,
+        b.credit_score,
+    )
+
+
+def _usual_columns(doc: Mapping[str, Any]) -> tuple[Columns, bytes] | None:
+    """:func:`loan_columns` of a document whose every field has its usual type and a valid value, read in as
+    few steps as can be; None for any other document, which :func:`parse_loan` then reads with care. It
+    must never accept what :func:`parse_loan` refuses, nor read a value differently (a property test holds
+    the two together)."""
+    get = doc.get
+    loan_id, status, currency = get("loan_id"), get("status"), get("currency")
+    term, schedule, aon = get("term_months"), get("schedule_type"), get("all_or_nothing", False)
+    issued, due, borrower = get("issue_date"), get("next_payment_date"), get("borrower")
+    if not (
+        type(loan_id) is str
+        and 0 < len(loan_id) <= 128
+        and not loan_id.isspace()
+        and type(status) is str
+        and status in _STATUSES
+        and type(currency) is str
+        and is_currency(currency)
+        and type(term) is int
+        and 1 <= term <= 600
+        and type(schedule) is str
+        and schedule in _SCHEDULES
+        and type(aon) is bool
+        and type(issued) is datetime
+        and (due is None or type(due) is datetime)
+        and get("payments") is None
+        and type(borrower) is dict
+    ):
+        return None
+    country, age, score = borrower.get("country"), borrower.get("age"), borrower.get("credit_score")
+    if not (
+        type(country) is str
+        and country in _countries()
+        and type(age) is int
+        and 18 <= age <= 120
+        and type(score) is int
+        and 0 <= score <= 1000
+    ):
+        return None
+    exponent = minor_exponent(currency)
+    principal = _usual_amount(get("principal"), exponent)
+    outstanding = _usual_amount(get("outstanding_principal"), exponent)
+    income = _usual_amount(borrower.get("income_monthly"), exponent)
+    rate = _usual_rate(get("interest_rate"))
+    if not principal or outstanding is None or income is None or rate is None:
+        return None
+    issue_date = issued.date()
+    next_payment = None if due is None else due.date()
+    if next_payment is not None and next_payment < issue_date:
+        return None
+    columns = (
+        status,
+        currency,
+        principal,
+        outstanding,
+        rate[0],
+        term,
+        schedule,
+        issue_date.isoformat(),
+        None if next_payment is None else next_payment.isoformat(),
+        aon,
+        country,
+        age,
+        income,
+        score,
+    )
+    known = (
+        loan_id,
+        status,
+        currency,
+        principal,
+        outstanding,
+        rate[1],
+        term,
+        schedule,
+        issue_date.toordinal(),
+        None if next_payment is None else next_payment.toordinal(),
+        aon,
+        country,
+        age,
+        income,
+        score,
+        (),
+    )
+    extra = {k: v for k, v in doc.items() if k not in KNOWN_FIELDS}
+    borrower_extra = {k: v for k, v in borrower.items() if k not in BORROWER_FIELDS}
+    return columns, _digest(known, extra, borrower_extra)
+
+
+_EXACT_DIGITS = 10**28  # the default decimal context's precision: the careful path rounds beyond it
+
+
+def _usual_amount(value: Any, exponent: int) -> int | None:
+    """Minor units of a non-negative Decimal128 or integer amount with no more decimals than the currency's;
+    None for anything else."""
+    if type(value) is Decimal128:
+        hi, lo = value.__getstate__()
+        if hi >> 63 or (hi >> 61) & 3 == 3:  # negative, or a special or large-coefficient form
+            return None
+        coefficient = ((hi & _COEFFICIENT_MASK) << 64) | lo
+        if coefficient >= _EXACT_DIGITS:
+            return None
+        shift = ((hi >> 49) & 0x3FFF) - 6176 + exponent
+        if shift >= 0:
+            minor = coefficient * 10**shift if shift < 40 else None
+        else:
+            minor, rest = divmod(coefficient, 10**-shift)
+            if rest:
+                return None
+    elif type(value) is int and 0 <= value < _EXACT_DIGITS:
+        minor = value * 10**exponent
+    else:
+        return None
+    return int(minor) if minor is not None and minor <= MAX_MINOR_UNITS else None
+
+
+_RATES: dict[tuple[int, int], tuple[str, str] | None] = {}
+
+
+def _usual_rate(value: Any) -> tuple[str, str] | None:
+    """A Decimal128 rate in range as (its text, its normalised text); None for anything else. Tapes repeat a
+    few rates, so each is worked out once."""
+    if type(value) is not Decimal128:
+        return None
+    halves = value.__getstate__()
+    if halves in _RATES:
+        return _RATES[halves]
+    rate = decimal128_to_decimal(value)
+    found = (str(rate), str(rate.normalize())) if rate.is_finite() and 0 <= rate <= MAX_RATE else None
+    if len(_RATES) >= 4096:
+        _RATES.clear()
+    _RATES[halves] = found
+    return found
+
+
 def _borrower(r: _Reader, value: Any, currency: str | None) -> Borrower | None:
     if value is None:
         r.fail("borrower", "is required")
@@ -331,28 +509,37 @@ def content_hash(loan: Loan) -> bytes:
     (``"100.0"`` or ``Decimal128("100.00")``) do not change it. Unknown fields count by value, top-level keys
     in any order (inside a nested unknown document the order is the lender's and counts)."""
     b = loan.borrower
-    known = (
-        loan.loan_id,
-        loan.status.value,
-        loan.currency,
-        loan.principal,
-        loan.outstanding_principal,
-        str(loan.interest_rate.normalize()),
-        loan.term_months,
-        loan.schedule_type.value,
-        loan.issue_date.toordinal(),
-        loan.next_payment_date.toordinal() if loan.next_payment_date else None,
-        loan.all_or_nothing,
-        b.country,
-        b.age,
-        b.income_monthly,
-        b.credit_score,
-        tuple((p.date.toordinal(), p.principal, p.interest) for p in loan.payments),
+    return _digest(
+        (
+            loan.loan_id,
+            loan.status.value,
+            loan.currency,
+            loan.principal,
+            loan.outstanding_principal,
+            str(loan.interest_rate.normalize()),
+            loan.term_months,
+            loan.schedule_type.value,
+            loan.issue_date.toordinal(),
+            loan.next_payment_date.toordinal() if loan.next_payment_date else None,
+            loan.all_or_nothing,
+            b.country,
+            b.age,
+            b.income_monthly,
+            b.credit_score,
+            tuple((p.date.toordinal(), p.principal, p.interest) for p in loan.payments),
+        ),
+        loan.extra,
+        b.extra,
     )
+
+
+def _digest(known: tuple[Any, ...], extra: dict[str, Any], borrower_extra: dict[str, Any]) -> bytes:
     digest = hashlib.blake2b(repr(known).encode(), digest_size=16)
-    if loan.extra or b.extra:
+    if extra or borrower_extra:
         first = itemgetter(0)
         digest.update(
-            bson.encode({"x": sorted(loan.extra.items(), key=first), "b": sorted(b.extra.items(), key=first)})
+            bson.encode(
+                {"x": sorted(extra.items(), key=first), "b": sorted(borrower_extra.items(), key=first)}
+            )
         )
     return digest.digest()

@@ -22,11 +22,11 @@ import bson
 
 from tranche.intake.archive import Archive
 from tranche.intake.duplicates import partition_entries
-from tranche.intake.parse import ParseOptions, content_hash, parse_loan
+from tranche.intake.parse import ParseOptions, loan_columns
 from tranche.intake.tape import RawDocument, TapeFormat, iter_documents, loan_id_of
 
-# A parsed document: (index, loan_id, status, fields, content_hash) for a valid loan, where ``fields`` are
-# the stored columns from ``status`` to ``borrower_credit_score`` (see ``loan_versions``); or
+# A parsed document: (index, loan_id, status, columns, content_hash) for a valid loan, with the columns as
+# :func:`~tranche.intake.parse.loan_columns` gives them; or
 # (index, loan_id, None, problems, None) with problems as (field, reason) pairs.
 Parsed = tuple[int, str | None, str | None, tuple[Any, ...], bytes | None]
 
@@ -104,27 +104,12 @@ def parse_documents(
         if not isinstance(decoded, dict):
             out.append((index, None, None, (("(tape)", "is not a document (JSON object)"),), None))
             continue
-        loan = parse_loan(lender_id, decoded, options)
-        loan_id = decoded.get("loan_id") if isinstance(decoded.get("loan_id"), str) else None
-        if isinstance(loan, list):
-            out.append((index, loan_id, None, tuple((p.field, p.reason) for p in loan), None))
+        found = loan_columns(lender_id, decoded, options)
+        if isinstance(found, list):
+            loan_id = decoded.get("loan_id")
+            problems = tuple((p.field, p.reason) for p in found)
+            out.append((index, loan_id if isinstance(loan_id, str) else None, None, problems, None))
             continue
-        b = loan.borrower
-        fields = (
-            loan.status.value,
-            loan.currency,
-            loan.principal,
-            loan.outstanding_principal,
-            str(loan.interest_rate),
-            loan.term_months,
-            loan.schedule_type.value,
-            loan.issue_date,
-            loan.next_payment_date,
-            loan.all_or_nothing,
-            b.country,
-            b.age,
-            b.income_monthly,
-            b.credit_score,
-        )
-        out.append((index, loan.loan_id, loan.status.value, fields, content_hash(loan)))
+        columns, digest = found
+        out.append((index, decoded["loan_id"], columns[0], columns, digest))
     return out
