@@ -316,12 +316,9 @@ class IntakeStages:
         wanted = [(index, start, size) for index, (start, size, _h, _x) in by_index.items()]
         parsed = self.compute.run(parse_documents, lender_id, config.allow_double_amounts, piece, wanted)
         data = piece.read()  # the documents are stored as they came
-        documents = []
-        for entry in parsed:
-            start, size, raw_hash, head = by_index[entry[0]]
-            documents.append(((data[start : start + size], raw_hash, head), entry))
-        writer = bulk.VersionWriter(self.engine)
-        self._versions(result, p, lender_id, fmt.value, writer, documents)
+        self._versions(
+            result, p, lender_id, fmt.value, bulk.VersionWriter(self.engine), data, by_index, parsed
+        )
         if self.publish is not None:
             result.events = self._events(lender_id, p["batch_id"], result)
         return result
@@ -333,64 +330,39 @@ class IntakeStages:
         lender_id: str,
         fmt: str,
         writer: bulk.VersionWriter,
-        parsed: list[tuple[tuple[bytes, bytes, Head | None], Parsed]],
+        data: bytes,
+        by_index: dict[int, tuple[int, int, bytes, Head | None]],
+        parsed: list[Parsed],
     ) -> None:
         """The version rows of the parsed documents that are new or changed, counted in ``result``."""
         recorded_at = writer.moment(self.clock.now())
-        for (document, raw_hash, head), (index, loan_id, status, fields, digest) in parsed:
+        batch_id, batch_sequence, run = p["batch_id"], p["sequence"], p["run"]
+        for index, loan_id, status, columns, digest in parsed:
             if status is None:
                 result.invalid += 1
-                result.problems.extend(Problem(index, loan_id, field, reason) for field, reason in fields)
+                result.problems.extend(Problem(index, loan_id, field, reason) for field, reason in columns)
                 continue
             assert loan_id is not None and digest is not None
+            start, size, raw_hash, head = by_index[index]
             if head is not None and head.content_hash == digest:
                 result.unchanged += 1
                 continue
             version = 1 if head is None else head.version + 1
-            (
-                st,
-                currency,
-                principal,
-                outstanding,
-                rate,
-                term,
-                schedule,
-                issue_date,
-                next_payment,
-                aon,
-                country,
-                age,
-                income,
-                score,
-            ) = fields
             result.rows.append(
                 (
                     lender_id,
                     loan_id,
                     version,
-                    p["batch_id"],
-                    p["sequence"],
-                    p["run"],
+                    batch_id,
+                    batch_sequence,
+                    run,
                     index,
                     recorded_at,
-                    st,
-                    currency,
-                    principal,
-                    outstanding,
-                    rate,
-                    term,
-                    schedule,
-                    issue_date,
-                    next_payment,
-                    aon,
-                    country,
-                    age,
-                    income,
-                    score,
+                    *columns,  # status ... borrower_credit_score
                     raw_hash,
                     digest,
                     fmt,
-                    document,
+                    data[start : start + size],
                 )
             )
             key = LoanKey(loan_id, version)
