@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -101,6 +102,9 @@ class Container:
         # The pool the stages compute in starts with them, so that the first tape does not wait for it.
         self.intake_stages.compute.start("tranche.intake.parsing", "tranche.assessment.slices")
         limit_arenas(2)  # before the worker threads start, so that they share the allocator's arenas
+        # What starting made (modules, tables, the app) lives as long as the process: the collector need not
+        # walk it again in each full collection while tapes stream through.
+        gc.freeze()
         self.runner.start()
         self._workers_started = True
 
