@@ -16,23 +16,19 @@ import json
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import bson
 
 from tranche.intake.archive import Archive
 from tranche.intake.duplicates import partition_entries
 from tranche.intake.parse import ParseOptions, loan_columns
-from tranche.intake.tape import RawDocument, TapeFormat, iter_documents, loan_id_of
+from tranche.intake.tape import RawDocument, TapeFormat, bson_loan_ids, iter_documents, loan_id_of
 
 # A parsed document: (index, loan_id, status, columns, content_hash) for a valid loan, with the columns as
 # :func:`~tranche.intake.parse.loan_columns` gives them; or
 # (index, loan_id, None, problems, None) with problems as (field, reason) pairs.
 Parsed = tuple[int, str | None, str | None, tuple[Any, ...], bytes | None]
-
-
-# A document of a slice as the diff first sees it: (index, offset in the tape, size, loan_id, hash of its bytes).
-Scanned = tuple[int, int, int, str | None, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,39 +48,66 @@ class TapeSlice:
             stream.seek(self.offset)
             return stream.read(self.length)
 
-    def documents(self) -> Iterator[RawDocument]:
+    def documents(self, data: bytes | None = None) -> Iterator[RawDocument]:
+        """The slice's documents, from ``data`` if it was already read."""
         found = iter_documents(
-            io.BytesIO(self.read()), TapeFormat(self.format), start_index=self.first, start_offset=self.offset
+            io.BytesIO(self.read() if data is None else data),
+            TapeFormat(self.format),
+            start_index=self.first,
+            start_offset=self.offset,
         )
         return (doc for doc in found if isinstance(doc, RawDocument))
 
 
-def scan_documents(piece: TapeSlice) -> list[Scanned]:
+class Scan(NamedTuple):
+    """A slice's documents as the diff first sees them: the i-th is document ``first + i`` of the tape, at
+    ``places[2i]`` in the slice, ``places[2i + 1]`` bytes long, with a loan id (None if it has no string
+    id) and the hash of its bytes, ``raw_hashes[16i:16i + 16]``."""
+
+    loan_ids: list[str | None]
+    places: array[int]
+    raw_hashes: bytes
+
+    def raw_hash(self, i: int) -> bytes:
+        return self.raw_hashes[16 * i : 16 * i + 16]
+
+
+def scan_documents(piece: TapeSlice) -> Scan:
     """Split a slice into its documents, each with its loan id (found without decoding) and the hash the
     diff compares."""
-    tape_format = TapeFormat(piece.format)
     blake2b = hashlib.blake2b
-    return [
-        (
-            doc.index,
-            doc.offset,
-            doc.size,
-            loan_id_of(doc.data, tape_format),
-            blake2b(doc.data, digest_size=16).digest(),
-        )
-        for doc in piece.documents()
-    ]
+    loan_ids: list[str | None] = []
+    places = array("q")
+    hashes = bytearray()
+    data = piece.read()
+    if piece.format == TapeFormat.BSON:
+        view = memoryview(data)
+        for pos, size, loan_id in bson_loan_ids(data):
+            loan_ids.append(loan_id)
+            places.extend((pos, size))
+            hashes += blake2b(view[pos : pos + size], digest_size=16).digest()
+    else:
+        for doc in piece.documents(data):
+            loan_ids.append(loan_id_of(doc.data, TapeFormat.NDJSON))
+            places.extend((doc.offset - piece.offset, doc.size))
+            hashes += blake2b(doc.data, digest_size=16).digest()
+    return Scan(loan_ids, places, bytes(hashes))
 
 
 def key_entries(piece: TapeSlice) -> list[array[int]]:
     """The duplicate finder's entries (:func:`~tranche.intake.duplicates.partition_entries`) for the loan ids
     of a slice."""
-    tape_format = TapeFormat(piece.format)
-    return partition_entries(
-        (loan_id, doc.index, doc.offset)
-        for doc in piece.documents()
-        if (loan_id := loan_id_of(doc.data, tape_format)) is not None
-    )
+    data = piece.read()
+    if piece.format == TapeFormat.BSON:
+        first, offset = piece.first, piece.offset
+        ids = (
+            (loan_id, first + i, offset + pos) for i, (pos, _size, loan_id) in enumerate(bson_loan_ids(data))
+        )
+    else:
+        ids = (
+            (loan_id_of(doc.data, TapeFormat.NDJSON), doc.index, doc.offset) for doc in piece.documents(data)
+        )
+    return partition_entries((loan_id, index, at) for loan_id, index, at in ids if loan_id is not None)
 
 
 def parse_documents(

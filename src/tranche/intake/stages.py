@@ -13,8 +13,9 @@ decoded, validated and compared on content (field order and number formatting do
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +135,7 @@ class IntakeStages:
         self.next_stage = next_stage
         self.compute: Compute = compute or InlineCompute()
         self.diff_concurrency = diff_concurrency
+        self._batches: dict[str, Row[Any]] = {}
 
     def stages(self) -> list[Stage]:
         return [
@@ -162,64 +164,68 @@ class IntakeStages:
     # -- read -------------------------------------------------------------------------------------------
 
     def _batch(self, batch_id: str) -> Row[Any]:
-        with reading(self.engine) as conn:
-            return conn.execute(select(batches).where(batches.c.batch_id == batch_id)).one()
+        """The batch's row, for what does not change once it is uploaded (lender, sequence, format, archive
+        key): kept for the batches being worked on, so that each slice does not read it again."""
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            with reading(self.engine) as conn:
+                batch = conn.execute(select(batches).where(batches.c.batch_id == batch_id)).one()
+            if len(self._batches) >= 64:
+                self._batches.clear()
+            self._batches[batch_id] = batch
+        return batch
 
     def read_work(self, item: Item) -> ReadResult:
         batch = self._batch(item.payload["batch_id"])
         fmt = TapeFormat(batch.format)
         result = ReadResult()
-        slice_start: Span | None = None
-        slice_count = 0
-        slice_end = 0
-
-        def close_slice() -> None:
-            assert slice_start is not None
-            index, offset, _size = slice_start
-            result.slices.append(
-                {
-                    "slice": len(result.slices),
-                    "offset": offset,
-                    "length": slice_end - offset,
-                    "first": index,
-                    "count": slice_count,
-                }
-            )
-
         with self.archive.open(batch.archive_key) as stream:
-            # Cutting the tape into slices only hops from one document to the next.
-            for span in iter_spans(stream, fmt):
-                if isinstance(span, TapeDamage):
-                    result.damaged = True
-                    result.problems.append(
-                        Problem(span.index, None, TAPE_FIELD, f"at byte {span.offset}: {span.reason}")
-                    )
-                    break
-                if slice_start is None:
-                    slice_start, slice_count = span, 0
-                slice_count += 1
-                _index, offset, size = span
-                slice_end = offset + size
-                result.documents += 1
-                if slice_count == self.slice_size:
-                    close_slice()
-                    slice_start = None
-            if slice_start is not None:
-                close_slice()
-            result.problems.extend(self._duplicates(batch.archive_key, result.slices, stream, fmt))
+            # The loan ids of each slice are looked for in the compute pool as soon as the slice is cut, a few
+            # slices at a time, while this thread cuts the next ones.
+            cut = self._cut(stream, fmt, result)
+            calls = ((self._tape_slice(batch.archive_key, fmt, piece),) for piece in cut)
+            finder = DuplicateFinder()
+            for entries in self.compute.map(key_entries, calls, window=_SLICES_IN_FLIGHT):
+                finder.extend(entries)
+            result.problems.extend(self._confirm_duplicates(finder, stream, fmt))
         return result
 
-    def _duplicates(
-        self, key: str, slices: list[dict[str, Any]], stream: Any, fmt: TapeFormat
-    ) -> list[Problem]:
-        """The documents whose loan id occurs more than once in the tape. The ids are found in the compute
-        pool, a few slices at a time."""
+    def _cut(self, stream: Any, fmt: TapeFormat, result: ReadResult) -> Iterator[dict[str, Any]]:
+        """Cut the tape into slices of ``slice_size`` documents, each added to ``result`` and yielded as it is
+        cut. Cutting only hops from one document to the next."""
+        first: Span | None = None
+        count = end = 0
+        for span in iter_spans(stream, fmt):
+            if isinstance(span, TapeDamage):
+                result.damaged = True
+                result.problems.append(
+                    Problem(span.index, None, TAPE_FIELD, f"at byte {span.offset}: {span.reason}")
+                )
+                break
+            if first is None:
+                first, count = span, 0
+            count += 1
+            _index, offset, size = span
+            end = offset + size
+            result.documents += 1
+            if count == self.slice_size:
+                yield self._add_slice(result, first, count, end)
+                first = None
+        if first is not None:
+            yield self._add_slice(result, first, count, end)
 
-        calls = ((self._tape_slice(key, fmt, piece),) for piece in slices)
-        finder = DuplicateFinder()
-        for entries in self.compute.map(key_entries, calls, window=_SLICES_IN_FLIGHT):
-            finder.extend(entries)
-        return self._confirm_duplicates(finder, stream, fmt)
+    @staticmethod
+    def _add_slice(result: ReadResult, first: Span, count: int, end: int) -> dict[str, Any]:
+        index, offset, _size = first
+        piece = {
+            "slice": len(result.slices),
+            "offset": offset,
+            "length": end - offset,
+            "first": index,
+            "count": count,
+        }
+        result.slices.append(piece)
+        return piece
 
     def _tape_slice(self, key: str, fmt: TapeFormat, piece: dict[str, Any]) -> TapeSlice:
         """The slice that ``piece`` (as the read stage cut it, or a diff item's payload) names in a tape."""
@@ -258,10 +264,22 @@ class IntakeStages:
             )
         )
         _insert_problems(conn, batch_id, run, READ, result.problems)
+        # Each slice names the documents the diff must leave alone: those refused here (duplicated ids).
+        refused = sorted({problem.document for problem in result.problems})
         children = tuple(
             NewItem(
                 stage=DIFF,
-                payload={"batch_id": batch_id, "run": run, "sequence": item.sequence, **piece},
+                payload={
+                    "batch_id": batch_id,
+                    "run": run,
+                    "sequence": item.sequence,
+                    **piece,
+                    "refused": refused[
+                        bisect_left(refused, piece["first"]) : bisect_left(
+                            refused, piece["first"] + piece["count"]
+                        )
+                    ],
+                },
                 partition=item.partition,
                 sequence=item.sequence,
                 trace_key=batch_id,
@@ -279,15 +297,18 @@ class IntakeStages:
         lender_id, sequence = batch.lender_id, batch.sequence
         first, count = p["first"], p["count"]
         with reading(self.engine) as conn:
-            skip = _flagged_documents(conn, p["batch_id"], p["run"], first, first + count)
+            if "refused" in p:
+                skip = set(p["refused"])
+            else:  # a slice queued before slices named their refused documents
+                skip = _refused_documents(conn, p["batch_id"], p["run"], first, first + count)
             _version, config = lender_config_of(conn, lender_id)
         piece = self._tape_slice(batch.archive_key, fmt, p)
         # Reading the slice, splitting it, finding each loan id and hashing run in the compute pool.
-        scanned = self.compute.run(scan_documents, piece)
+        scan = self.compute.run(scan_documents, piece)
         keys = [
-            (loan_id, raw_hash)
-            for index, _at, _size, loan_id, raw_hash in scanned
-            if loan_id is not None and index not in skip
+            (loan_id, scan.raw_hash(i))
+            for i, loan_id in enumerate(scan.loan_ids)
+            if loan_id is not None and first + i not in skip
         ]
         with reading(self.engine) as conn:
             # Only the loans this slice may change come back; the others are unchanged.
@@ -298,10 +319,12 @@ class IntakeStages:
                 for row in bulk.changed_heads(conn, lender_id, keys, sequence)
             }
 
-        result = SliceResult(read=len(scanned))
+        result = SliceResult(read=len(scan.loan_ids))
         # Only documents whose bytes differ from the last version's are decoded and validated.
         by_index: dict[int, tuple[int, int, bytes, Head | None]] = {}
-        for index, at, size, loan_id, raw_hash in scanned:
+        places = scan.places
+        for i, loan_id in enumerate(scan.loan_ids):
+            index = first + i
             if index in skip:
                 result.invalid += 1  # its problem was recorded when the tape was read
                 continue
@@ -310,7 +333,7 @@ class IntakeStages:
                 result.unchanged += 1
                 continue
             head = changing.get(loan_id) if loan_id is not None else None
-            by_index[index] = (at - p["offset"], size, raw_hash, head)
+            by_index[index] = (places[2 * i], places[2 * i + 1], scan.raw_hash(i), head)
         if not by_index:
             return result
         wanted = [(index, start, size) for index, (start, size, _h, _x) in by_index.items()]
@@ -448,7 +471,7 @@ def _insert_problems(
         )
 
 
-def _flagged_documents(conn: Connection, batch_id: str, run: int, first: int, end: int) -> set[int]:
+def _refused_documents(conn: Connection, batch_id: str, run: int, first: int, end: int) -> set[int]:
     """Documents the read stage already refused (duplicated loan ids)."""
     rows = conn.execute(
         select(batch_errors.c.document).where(

@@ -160,10 +160,7 @@ def _iter_ndjson(
 def loan_id_of(data: bytes, fmt: TapeFormat) -> str | None:
     """The ``loan_id`` of a raw document, found without decoding a BSON one; None if it has no string id."""
     if fmt is TapeFormat.BSON:
-        try:
-            return bson_string_field(data, b"loan_id")
-        except (ValueError, IndexError):
-            return None
+        return bson_string_field(data, b"loan_id")
     try:
         value = json.loads(data).get("loan_id")
     except (ValueError, AttributeError):
@@ -171,29 +168,52 @@ def loan_id_of(data: bytes, fmt: TapeFormat) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def bson_string_field(doc: bytes, name: bytes) -> str | None:
-    """The value of a top-level string field of a raw BSON document, without decoding the rest.
+def bson_loan_ids(data: bytes) -> Iterator[tuple[int, int, str | None]]:
+    """(position, size, loan id) of each document of ``data``, which holds whole BSON documents back to back
+    (a slice of a tape, as the read stage cut it), without copying a document out."""
+    pos, end = 0, len(data)
+    while pos < end:
+        size = int.from_bytes(data[pos : pos + 4], "little")
+        if size < _MIN_DOC or pos + size > end:
+            raise ValueError(f"no whole BSON document at byte {pos} of the slice")
+        yield pos, size, bson_string_field(data, b"loan_id", pos)
+        pos += size
 
-    Returns None when the field is missing or not a string. Used to find a loan's id cheaply.
+
+def bson_string_field(doc: bytes, name: bytes, start: int = 0) -> str | None:
+    """The value of a top-level string field of a raw BSON document (the one at ``start`` of ``doc``),
+    without decoding the rest.
+
+    Returns None when the field is missing or not a string, or the document is malformed. Used to find a
+    loan's id cheaply.
     """
-    pos = 4
-    end = len(doc) - 1
+    try:
+        return _string_field(doc, name, start)
+    except (ValueError, IndexError):
+        return None
+
+
+def _string_field(doc: bytes, name: bytes, start: int) -> str | None:
+    named = name + b"\x00"
+    pos = start + 4
+    end = start + int.from_bytes(doc[start : start + 4], "little") - 1
     while pos < end:
         kind = doc[pos]
-        name_end = doc.index(b"\x00", pos + 1)
-        key = doc[pos + 1 : name_end]
-        pos = name_end + 1
-        if kind == 0x02:  # string: int32 length (incl. NUL) + bytes
-            size = int.from_bytes(doc[pos : pos + 4], "little")
-            if key == name:
-                try:
-                    return doc[pos + 4 : pos + 3 + size].decode("utf-8")
-                except UnicodeDecodeError:
-                    return None
-            pos += 4 + size
+        if doc.startswith(named, pos + 1):
+            pos += 1 + len(named)
+            if kind != 0x02:
+                return None
+            size = int.from_bytes(doc[pos : pos + 4], "little")  # int32 length (with the NUL), then the bytes
+            if pos + 4 + size > end:
+                return None  # it would run past its document
+            try:
+                return doc[pos + 4 : pos + 3 + size].decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        pos = doc.index(b"\x00", pos + 1, end) + 1
+        if kind == 0x02:
+            pos += 4 + int.from_bytes(doc[pos : pos + 4], "little")
             continue
-        if key == name:
-            return None
         size = _value_size(doc, kind, pos)
         if size < 0:
             return None
