@@ -28,6 +28,7 @@ from tranche.pipeline.model import (
     LEASED,
     READY,
     RETRY_WAIT,
+    Next,
     Pipeline,
     RetryableError,
     Stage,
@@ -355,15 +356,16 @@ class PipelineRunner:
         if rt.breaker is not None:
             rt.breaker.success()
         self._count()
-        self._wake_next(rt)
+        self._wake_next(rt, nxt)
         return Outcome(item.id, stage.name, "succeeded")
 
-    def _wake_next(self, rt: _StageRuntime) -> None:
+    def _wake_next(self, rt: _StageRuntime, nxt: Next) -> None:
+        """Wake the stages that an item just moved on has given work: where it went, where its children
+        went, and the ordered stages of its pipeline, whose next items may have waited for it."""
+        for name in {nxt.stage, *(child.stage for child in nxt.children)}:
+            if name is not None and name in self._by_stage:
+                self._by_stage[name].wake.set()
         stages = rt.pipeline.stages
-        rank = rt.pipeline.rank(rt.stage.name)
-        # Cheap and good enough: wake every later stage of the pipeline (items or children may go to any).
-        for later in stages[rank + 1 :]:
-            self._by_stage[later.name].wake.set()
         if rt.stage.ordered or any(s.ordered for s in stages):
             for rt_other in self._runtimes:
                 if rt_other.pipeline is rt.pipeline and rt_other.stage.ordered:
