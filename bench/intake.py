@@ -14,6 +14,7 @@ For each size it measures, each in a fresh child process so that peak RSS is the
     python bench/intake.py --quick         # 20k and 100k loans
     python bench/intake.py --sizes 250000  # any sizes
     python bench/intake.py --intake-only   # read and diff alone, without the assess stage
+    python bench/intake.py --repeat 3      # each size three times: the median, and the spread
 
 Targets (issue 2): all new ≥ 30,000 loans/s; unchanged ≥ 100,000 loans/s; peak RSS ≤ 100 MB; peak RSS at the
 largest size ≤ 1.2 × peak RSS at the smallest.
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -199,25 +201,30 @@ def run_child(*args: str) -> tuple[dict[str, Any], float]:
     return answer, max(usage.ru_maxrss / 1024, answer.get("children_peak_rss_mb", 0.0))
 
 
-def measure(n: int, workdir: Path, intake_only: bool) -> dict[str, Any]:
+def make_tapes_in_child(n: int, workdir: Path) -> tuple[Path, Path]:
     # Made in a child so that this process stays small: a child's peak RSS counts what it inherits at fork.
     paths, _rss = run_child("tapes", str(n), str(workdir))
-    tape, again = Path(paths["tape"]), Path(paths["again"])
-    floor, floor_rss = run_child("floor", str(tape), str(workdir / f"floor-{n}.db"))
+    return Path(paths["tape"]), Path(paths["again"])
+
+
+def measure(n: int, tapes: tuple[Path, Path], workdir: Path, intake_only: bool) -> dict[str, Any]:
+    """One measurement of a size, in ``workdir`` (a directory of its own)."""
+    tape, again = tapes
+    workdir.mkdir()
+    floor, floor_rss = run_child("floor", str(tape), str(workdir / "floor.db"))
     # The schema is made first, by a process of its own, as `tranche migrate` does when tranche is deployed.
-    run_child("schema", str(workdir / f"tranche-{n}.db"))
+    run_child("schema", str(workdir / "tranche.db"))
     tranche, rss = run_child(
         "tranche",
         "1" if intake_only else "0",
-        str(workdir / f"tranche-{n}.db"),
-        str(workdir / f"archive-{n}"),
+        str(workdir / "tranche.db"),
+        str(workdir / "archive"),
         str(tape),
         str(again),
     )
     new, unchanged = tranche["runs"]
     assert new["counts"]["new"] == n and unchanged["counts"]["unchanged"] == n
-    for path in (tape, again):
-        path.unlink()
+    shutil.rmtree(workdir)
     return {
         "loans": n,
         "floor_loans_per_s": round(floor["loans"] / floor["seconds"]),
@@ -226,6 +233,23 @@ def measure(n: int, workdir: Path, intake_only: bool) -> dict[str, Any]:
         "unchanged_loans_per_s": round(n / unchanged["seconds"]),
         "peak_rss_mb": round(rss, 1),
     }
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over the runs of one size (the peak RSS: the largest), with every run kept."""
+    figures = {key: statistics.median(run[key] for run in runs) for key in runs[0] if key != "loans"}
+    figures["peak_rss_mb"] = max(run["peak_rss_mb"] for run in runs)
+    result = {
+        "loans": runs[0]["loans"],
+        **{k: round(v, 1) if k.endswith("_mb") else round(v) for k, v in figures.items()},
+    }
+    if len(runs) > 1:
+        result["runs"] = runs
+    return result
+
+
+def _range(runs: list[dict[str, Any]], key: str) -> str:
+    return f"{min(run[key] for run in runs):,}–{max(run[key] for run in runs):,}"
 
 
 def main() -> None:
@@ -247,18 +271,31 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20k and 100k loans")
     parser.add_argument("--sizes", type=int, nargs="*", help="tape sizes in loans")
     parser.add_argument("--intake-only", action="store_true", help="read and diff alone, without assessment")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="measure each size this many times and report the median"
+    )
     args = parser.parse_args()
     sizes = args.sizes or ([20_000, 100_000] if args.quick else [100_000, 1_000_000])
     results = []
     with tempfile.TemporaryDirectory(prefix="tranche-bench-") as tmp:
         for n in sizes:
-            result = measure(n, Path(tmp), args.intake_only)
+            tapes = make_tapes_in_child(n, Path(tmp))
+            runs = [measure(n, tapes, Path(tmp) / f"{n}-{i}", args.intake_only) for i in range(args.repeat)]
+            for path in tapes:
+                path.unlink()
+            result = median_of(runs)
             results.append(result)
+            spread = (
+                ""
+                if len(runs) == 1
+                else f"  (median of {len(runs)}; new {_range(runs, 'new_loans_per_s')}, unchanged {_range(runs, 'unchanged_loans_per_s')})"
+            )
             print(
                 f"{n:>9,} loans  floor {result['floor_loans_per_s']:>8,}/s  "
                 f"tranche new {result['new_loans_per_s']:>8,}/s (target 30,000)  "
                 f"unchanged {result['unchanged_loans_per_s']:>8,}/s (target 100,000)  "
-                f"peak RSS {result['peak_rss_mb']:.0f} MB (target 100; floor {result['floor_peak_rss_mb']:.0f})",
+                f"peak RSS {result['peak_rss_mb']:.0f} MB (target 100; floor {result['floor_peak_rss_mb']:.0f})"
+                f"{spread}",
                 flush=True,
             )
     summary: dict[str, Any] = {
