@@ -4,11 +4,22 @@ import io
 
 import bson
 from bson.decimal128 import Decimal128
+from bson.objectid import ObjectId
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tranche.intake import tape as tape_module
 from tranche.intake.parse import decimal128_to_decimal
-from tranche.intake.tape import RawDocument, TapeDamage, TapeFormat, bson_string_field, iter_documents
+from tranche.intake.tape import (
+    RawDocument,
+    TapeDamage,
+    TapeFormat,
+    bson_loan_ids,
+    bson_string_field,
+    iter_documents,
+    iter_slices,
+    iter_spans,
+)
 
 values = st.recursive(
     st.none()
@@ -49,6 +60,61 @@ def test_a_tape_cut_anywhere_yields_every_whole_document_before_the_cut(
     assert bool(damaged) == (cut not in boundaries)
     if damaged:
         assert damaged[0].index == whole and damaged[0].offset == boundaries[whole]
+
+
+@given(documents, st.data(), st.integers(1, 4), st.sampled_from([5, 16, 64, 1 << 20]))
+def test_slices_group_the_documents_and_the_damage_that_spans_find(
+    docs: list[dict[str, object]], data: st.DataObject, per_slice: int, chunk: int
+) -> None:
+    tape = bytearray(b"".join(bson.encode(d) for d in docs))
+    tape = tape[: data.draw(st.integers(0, len(tape)))]
+    if tape and data.draw(st.booleans()):  # a corrupt byte anywhere
+        tape[data.draw(st.integers(0, len(tape) - 1))] = data.draw(st.integers(0, 255))
+    spans = list(iter_spans(io.BytesIO(bytes(tape)), TapeFormat.BSON))
+    expected: list[object] = []
+    whole = [s for s in spans if not isinstance(s, TapeDamage)]
+    for start in range(0, len(whole), per_slice):
+        group = whole[start : start + per_slice]
+        first, offset, _size = group[0]
+        last = group[-1]
+        expected.append((first, offset, last[1] + last[2] - offset, len(group)))
+    expected.extend(s for s in spans if isinstance(s, TapeDamage))
+    original = tape_module._CHUNK
+    tape_module._CHUNK = chunk  # documents straddle the reads
+    try:
+        assert list(iter_slices(io.BytesIO(bytes(tape)), TapeFormat.BSON, per_slice)) == expected
+    finally:
+        tape_module._CHUNK = original
+
+
+ids = st.none() | st.text(max_size=12) | st.builds(ObjectId) | st.integers(0, 2**31)
+
+
+@given(documents, st.lists(ids, min_size=8, max_size=8), st.data())
+def test_a_slice_gives_each_documents_loan_id_wherever_it_lies(
+    docs: list[dict[str, object]], leading: list[object], data: st.DataObject
+) -> None:
+    encoded = []
+    for doc, first in zip(docs, leading, strict=False):
+        if first is not None:
+            doc = {"_id": first, **doc}  # as mongodump writes it, or not
+        if data.draw(st.booleans()):
+            doc = {**{k: v for k, v in doc.items() if k != "loan_id"}, "loan_id": doc["loan_id"]}
+        encoded.append(bson.encode(doc))
+    found = list(bson_loan_ids(b"".join(encoded)))
+    assert [loan_id for _pos, _size, loan_id in found] == [bson_string_field(e, b"loan_id") for e in encoded]
+    assert [loan_id for _pos, _size, loan_id in found] == [bson.decode(e)["loan_id"] for e in encoded]
+
+
+@given(documents, ids, st.data())
+def test_the_usual_place_of_a_loan_id_is_read_as_a_walk_would_read_it_even_in_a_corrupt_document(
+    docs: list[dict[str, object]], first: object, data: st.DataObject
+) -> None:
+    doc = docs[0] if first is None else {"_id": first, **docs[0]}
+    raw = bytearray(bson.encode(doc))
+    for _ in range(data.draw(st.integers(0, 3))):
+        raw[data.draw(st.integers(4, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    assert tape_module._usual_loan_id(bytes(raw), 0, len(raw)) == bson_string_field(bytes(raw), b"loan_id")
 
 
 @given(documents)

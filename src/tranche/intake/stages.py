@@ -38,11 +38,10 @@ from tranche.intake.parsing import Parsed, TapeSlice, key_entries, parse_documen
 from tranche.intake.tables import batch_errors, batch_reads, batches, slice_results
 from tranche.intake.tape import (
     RawDocument,
-    Span,
     TapeDamage,
     TapeFormat,
     iter_documents,
-    iter_spans,
+    iter_slices,
     loan_id_of,
 )
 from tranche.pipeline import Item, NewItem, Next, Pipeline, RetryPolicy, Stage
@@ -192,40 +191,25 @@ class IntakeStages:
 
     def _cut(self, stream: Any, fmt: TapeFormat, result: ReadResult) -> Iterator[dict[str, Any]]:
         """Cut the tape into slices of ``slice_size`` documents, each added to ``result`` and yielded as it is
-        cut. Cutting only hops from one document to the next."""
-        first: Span | None = None
-        count = end = 0
-        for span in iter_spans(stream, fmt):
-            if isinstance(span, TapeDamage):
+        cut; a damaged tail ends the tape, with a problem."""
+        for cut in iter_slices(stream, fmt, self.slice_size):
+            if isinstance(cut, TapeDamage):
                 result.damaged = True
                 result.problems.append(
-                    Problem(span.index, None, TAPE_FIELD, f"at byte {span.offset}: {span.reason}")
+                    Problem(cut.index, None, TAPE_FIELD, f"at byte {cut.offset}: {cut.reason}")
                 )
-                break
-            if first is None:
-                first, count = span, 0
-            count += 1
-            _index, offset, size = span
-            end = offset + size
-            result.documents += 1
-            if count == self.slice_size:
-                yield self._add_slice(result, first, count, end)
-                first = None
-        if first is not None:
-            yield self._add_slice(result, first, count, end)
-
-    @staticmethod
-    def _add_slice(result: ReadResult, first: Span, count: int, end: int) -> dict[str, Any]:
-        index, offset, _size = first
-        piece = {
-            "slice": len(result.slices),
-            "offset": offset,
-            "length": end - offset,
-            "first": index,
-            "count": count,
-        }
-        result.slices.append(piece)
-        return piece
+                return
+            first, offset, length, count = cut
+            piece = {
+                "slice": len(result.slices),
+                "offset": offset,
+                "length": length,
+                "first": first,
+                "count": count,
+            }
+            result.slices.append(piece)
+            result.documents += count
+            yield piece
 
     def _tape_slice(self, key: str, fmt: TapeFormat, piece: dict[str, Any]) -> TapeSlice:
         """The slice that ``piece`` (as the read stage cut it, or a diff item's payload) names in a tape."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import json
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -104,18 +105,12 @@ def _bson_frames(
         if available >= 4:
             length = int.from_bytes(buffer[pos : pos + 4], "little", signed=True)
             if length < _MIN_DOC or length > MAX_DOCUMENT_BYTES:
-                yield TapeDamage(
-                    index,
-                    offset,
-                    f"document length {length} is not a valid BSON length; the tape is corrupt from here",
-                )
+                yield _bad_length(index, offset, length)
                 return
             if available >= length:
                 end = pos + length
                 if buffer[end - 1] != 0:
-                    yield TapeDamage(
-                        index, offset, "document does not end with a NUL byte; the tape is corrupt from here"
-                    )
+                    yield _no_nul(index, offset)
                     return
                 yield buffer, pos, index, offset, length
                 index += 1
@@ -132,14 +127,101 @@ def _bson_frames(
             eof = True
         buffer = buffer[pos:] + chunk
         pos = 0
+    if len(buffer) > pos:
+        yield _truncated(index, offset, buffer, pos)
+
+
+def _bad_length(index: int, offset: int, length: int) -> TapeDamage:
+    return TapeDamage(
+        index, offset, f"document length {length} is not a valid BSON length; the tape is corrupt from here"
+    )
+
+
+def _no_nul(index: int, offset: int) -> TapeDamage:
+    return TapeDamage(index, offset, "document does not end with a NUL byte; the tape is corrupt from here")
+
+
+def _truncated(index: int, offset: int, buffer: bytes, pos: int) -> TapeDamage:
     left = len(buffer) - pos
-    if left:
-        if left < 4:
-            reason = f"{left} trailing bytes are too few for a document: the tape is truncated"
-        else:
-            declared = int.from_bytes(buffer[pos : pos + 4], "little", signed=True)
-            reason = f"document declares {declared} bytes but only {left} remain: the tape is truncated"
-        yield TapeDamage(index, offset, reason)
+    if left < 4:
+        reason = f"{left} trailing bytes are too few for a document: the tape is truncated"
+    else:
+        declared = int.from_bytes(buffer[pos : pos + 4], "little", signed=True)
+        reason = f"document declares {declared} bytes but only {left} remain: the tape is truncated"
+    return TapeDamage(index, offset, reason)
+
+
+SliceSpan = tuple[int, int, int, int]
+"""A run of whole documents of a tape: (index of the first, its byte offset, bytes, documents)."""
+
+
+def iter_slices(stream: BinaryIO, fmt: TapeFormat, documents: int) -> Iterator[SliceSpan | TapeDamage]:
+    """The tape cut into slices of ``documents`` documents (the last may have fewer), then at most one damage
+    report: the documents :func:`iter_spans` finds, a slice at a time. Cutting a BSON tape only reads each
+    document's length prefix."""
+    if fmt is TapeFormat.BSON:
+        yield from _bson_slices(stream, documents)
+        return
+    first: Span | None = None
+    count = end = 0
+    for span in iter_spans(stream, fmt):
+        if isinstance(span, TapeDamage):
+            if first is not None:
+                yield first[0], first[1], end - first[1], count
+                first = None
+            yield span
+            return
+        if first is None:
+            first, count = span, 0
+        count += 1
+        end = span[1] + span[2]
+        if count == documents:
+            yield first[0], first[1], end - first[1], count
+            first = None
+    if first is not None:
+        yield first[0], first[1], end - first[1], count
+
+
+def _bson_slices(stream: BinaryIO, documents: int) -> Iterator[SliceSpan | TapeDamage]:
+    length_at = struct.Struct("<i").unpack_from
+    buffer = b""
+    pos = 0  # of the next document in buffer
+    index = offset = 0  # of the next document in the tape
+    first = first_offset = count = 0  # of the slice being cut
+    while True:
+        size = len(buffer)
+        while size - pos >= 4:
+            (length,) = length_at(buffer, pos)
+            if length < _MIN_DOC or length > MAX_DOCUMENT_BYTES:
+                if count:
+                    yield first, first_offset, offset - first_offset, count
+                yield _bad_length(index, offset, length)
+                return
+            if size - pos < length:
+                break
+            if buffer[pos + length - 1] != 0:
+                if count:
+                    yield first, first_offset, offset - first_offset, count
+                yield _no_nul(index, offset)
+                return
+            if not count:
+                first, first_offset = index, offset
+            pos += length
+            offset += length
+            index += 1
+            count += 1
+            if count == documents:
+                yield first, first_offset, offset - first_offset, count
+                count = 0
+        chunk = stream.read(_CHUNK)
+        if not chunk:
+            break
+        buffer = buffer[pos:] + chunk
+        pos = 0
+    if count:
+        yield first, first_offset, offset - first_offset, count
+    if len(buffer) > pos:
+        yield _truncated(index, offset, buffer, pos)
 
 
 def _iter_ndjson(
@@ -176,8 +258,33 @@ def bson_loan_ids(data: bytes) -> Iterator[tuple[int, int, str | None]]:
         size = int.from_bytes(data[pos : pos + 4], "little")
         if size < _MIN_DOC or pos + size > end:
             raise ValueError(f"no whole BSON document at byte {pos} of the slice")
-        yield pos, size, bson_string_field(data, b"loan_id", pos)
+        yield pos, size, _usual_loan_id(data, pos, size)
         pos += size
+
+
+_ID_STRING = b"\x02_id\x00"
+_ID_OBJECT = b"\x07_id\x00"
+_LOAN_ID = b"\x02loan_id\x00"
+
+
+def _usual_loan_id(data: bytes, pos: int, size: int) -> str | None:
+    """The loan id of the document at ``pos``, read straight where a tape usually has it: first, or right
+    after an ``_id`` (a string, or an ObjectId as ``mongodump`` writes); anywhere else, found by walking the
+    document's fields."""
+    at = pos + 4
+    if data.startswith(_ID_STRING, at):
+        at += 9 + int.from_bytes(data[at + 5 : at + 9], "little")
+    elif data.startswith(_ID_OBJECT, at):
+        at += 17
+    last = pos + size - 1  # the document's closing NUL
+    if at + 13 <= last and data.startswith(_LOAN_ID, at):
+        length = int.from_bytes(data[at + 9 : at + 13], "little")  # with its NUL
+        if length > 0 and at + 13 + length <= last:
+            try:
+                return data[at + 13 : at + 12 + length].decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+    return bson_string_field(data, b"loan_id", pos)
 
 
 def bson_string_field(doc: bytes, name: bytes, start: int = 0) -> str | None:
