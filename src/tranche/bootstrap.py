@@ -11,6 +11,7 @@ import contextlib
 import gc
 import logging
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -45,6 +46,8 @@ from tranche.store.engine import create_store_engine
 from tranche.store.migrate import upgrade
 from tranche.trading.adapters import SqlPortfolioStore
 from tranche.trading.service import TradingService
+
+_SWITCH_INTERVAL = 0.001  # seconds a thread runs before another may take the interpreter lock
 
 
 @dataclass
@@ -105,6 +108,9 @@ class Container:
         # What starting made (modules, tables, the app) lives as long as the process: the collector need not
         # walk it again in each full collection while tapes stream through.
         gc.freeze()
+        # A slice passes between threads several times (to the compute pool and back, to the store); a
+        # thread that waits for the interpreter lock waits up to this interval each time (5 ms by default).
+        sys.setswitchinterval(_SWITCH_INTERVAL)
         self.runner.start()
         self._workers_started = True
 
