@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -9,11 +10,14 @@ from typing import TYPE_CHECKING
 import bson
 import pytest
 from bson.decimal128 import Decimal128
+from sqlalchemy import Connection
 
 from tranche.crm.errors import UnknownLenderError
 from tranche.crm.lenders import LenderConfig, configure_lender
+from tranche.intake.stages import IntakeStages, ReadResult
 from tranche.intake.tape import TapeFormat
 from tranche.intake.tapegen import NextTapeShares, first_tape, next_tape, write_tape
+from tranche.pipeline import Item, Next
 
 if TYPE_CHECKING:
     from conftest import IntakeRig
@@ -159,6 +163,32 @@ def test_duplicate_loan_ids_in_one_tape_are_all_refused(rig: IntakeRig) -> None:
     assert status["counts"]["new"] == 118
     refused = sorted((e["loan_id"], e["document"]) for e in rig.intake.batch_errors(batch))
     assert refused == [("L100", 100), ("L100", 121), ("L7", 7), ("L7", 120)]
+
+
+@pytest.fixture
+def slices_queued_by_an_older_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Diff items as they were queued before they named the documents the read stage refused."""
+    read_commit = IntakeStages.read_commit
+
+    def without_refused(self: IntakeStages, conn: Connection, item: Item, result: ReadResult) -> Next:
+        nxt = read_commit(self, conn, item, result)
+        children = tuple(
+            replace(child, payload={k: v for k, v in child.payload.items() if k != "refused"})
+            for child in nxt.children
+        )
+        return replace(nxt, children=children)
+
+    monkeypatch.setattr(IntakeStages, "read_commit", without_refused)
+
+
+def test_a_slice_that_does_not_name_its_refused_documents_still_leaves_them_alone(
+    slices_queued_by_an_older_version: None, rig: IntakeRig
+) -> None:
+    docs = [loan_doc(f"L{i}") for i in range(120)] + [loan_doc("L7", term_months=24)]
+    batch = upload(rig, "acme", b"".join(bson.encode(d) for d in docs))
+    rig.run()
+    status = rig.intake.batch_status(batch)
+    assert (status["counts"]["invalid"], status["counts"]["new"]) == (2, 119)
 
 
 def test_a_truncated_tail_is_reported_and_everything_before_it_is_kept(
