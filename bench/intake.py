@@ -211,9 +211,13 @@ def measure(n: int, tapes: tuple[Path, Path], workdir: Path, intake_only: bool) 
     """One measurement of a size, in ``workdir`` (a directory of its own)."""
     tape, again = tapes
     workdir.mkdir()
+    # Each timed child starts with nothing left to write back from the one before (the tapes, the floor's
+    # database), so that it is not charged for another's disk writes.
+    os.sync()
     floor, floor_rss = run_child("floor", str(tape), str(workdir / "floor.db"))
     # The schema is made first, by a process of its own, as `tranche migrate` does when tranche is deployed.
     run_child("schema", str(workdir / "tranche.db"))
+    os.sync()
     tranche, rss = run_child(
         "tranche",
         "1" if intake_only else "0",
