@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from tranche.intake.loan import Loan
 from tranche.intake.parse import (
+    BORROWER_FIELDS,
+    KNOWN_FIELDS,
     FieldProblem,
     ParseOptions,
     _usual_columns,
@@ -27,25 +29,11 @@ from tranche.intake.tapegen import first_tape, make_loan
 
 DAY = date(2026, 11, 23)
 
+# Every field the parser knows, an unknown one at each level, and the borrower's own.
 FIELDS = [
-    "loan_id",
-    "status",
-    "currency",
-    "principal",
-    "outstanding_principal",
-    "interest_rate",
-    "term_months",
-    "schedule_type",
-    "issue_date",
-    "next_payment_date",
-    "all_or_nothing",
-    "borrower",
-    "payments",
+    *sorted(KNOWN_FIELDS),
     "purpose",
-    "borrower.country",
-    "borrower.age",
-    "borrower.income_monthly",
-    "borrower.credit_score",
+    *(f"borrower.{name}" for name in sorted(BORROWER_FIELDS)),
     "borrower.employment",
 ]
 MISSING = object()

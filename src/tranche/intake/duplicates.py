@@ -31,9 +31,13 @@ def partition_entries(keys: Iterable[tuple[str, int, int]]) -> list[array[int]]:
     :meth:`DuplicateFinder.extend`."""
     parts = [array("q") for _ in range(_PARTITIONS)]
     for key, index, offset in keys:
-        h = key_hash(key)
-        parts[h & (_PARTITIONS - 1)].extend((h, index, offset))
+        _put(parts, key, index, offset)
     return parts
+
+
+def _put(parts: Sequence[array[int]], key: str, index: int, offset: int) -> None:
+    h = key_hash(key)
+    parts[h & (_PARTITIONS - 1)].extend((h, index, offset))
 
 
 class DuplicateFinder:
@@ -43,8 +47,7 @@ class DuplicateFinder:
         self._spill: tempfile.TemporaryDirectory[str] | None = None
 
     def add(self, key: str, index: int, offset: int) -> None:
-        h = key_hash(key)
-        self._parts[h & (_PARTITIONS - 1)].extend((h, index, offset))
+        _put(self._parts, key, index, offset)
         self._held += 1
         if self._held >= _IN_MEMORY:
             self._flush()

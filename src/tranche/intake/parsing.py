@@ -48,13 +48,10 @@ class TapeSlice:
             stream.seek(self.offset)
             return stream.read(self.length)
 
-    def documents(self, data: bytes | None = None) -> Iterator[RawDocument]:
-        """The slice's documents, from ``data`` if it was already read."""
+    def documents(self, data: bytes) -> Iterator[RawDocument]:
+        """The documents of the slice, from its bytes (as :meth:`read` gives them)."""
         found = iter_documents(
-            io.BytesIO(self.read() if data is None else data),
-            TapeFormat(self.format),
-            start_index=self.first,
-            start_offset=self.offset,
+            io.BytesIO(data), TapeFormat(self.format), start_index=self.first, start_offset=self.offset
         )
         return (doc for doc in found if isinstance(doc, RawDocument))
 
