@@ -165,7 +165,9 @@ def child_tranche(tapes: list[Path], db: Path, archive: Path, intake_only: bool)
     with container.engine.begin() as conn:
         register_lender(conn, "bench", "Bench", at=container.clock.now())
     if intake_only:
-        container.intake_stages.next_stage = None  # diffed slices finish instead of going on to assessment
+        # Diffed slices finish instead of being assessed.
+        container.intake_stages.next_stage = None
+        container.intake_stages.assessment = None
     container.start_workers()  # as `tranche serve` runs them
     runs = []
     for tape in tapes:

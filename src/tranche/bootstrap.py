@@ -25,7 +25,7 @@ from tranche.bus.outbox import OutboxRelay, add_to_outbox
 from tranche.config import Settings
 from tranche.intake import events as intake_events
 from tranche.intake.archive import Archive, LocalArchive
-from tranche.intake.assessing import assess_stage, load_for_assessment, report_refused
+from tranche.intake.assessing import DiffAssessment, assess_stage, load_for_assessment, report_refused
 from tranche.intake.service import Intake
 from tranche.intake.stages import IntakeStages
 from tranche.ledger.drift import PortfolioDrifted
@@ -170,6 +170,10 @@ def bootstrap(
 
     # Decoding tapes and projecting cash flows run in this pool of processes, so that a tape uses every core.
     compute = make_compute(settings.parse_processes)
+    projector = make_cashflow_projector(settings.cashflow_url)
+    assess = AssessStage(
+        engine, projector, clock, load_for_assessment, report_errors=report_refused, compute=compute
+    )
     intake_stages = IntakeStages(
         engine,
         archive,
@@ -181,10 +185,9 @@ def bootstrap(
         # One more thread than computing processes: while they parse, it looks up and writes.
         diff_concurrency=settings.parse_processes + 1,
         next_stage=ASSESS,
-    )
-    projector = make_cashflow_projector(settings.cashflow_url)
-    assess = AssessStage(
-        engine, projector, clock, load_for_assessment, report_errors=report_refused, compute=compute
+        # With the built-in projection the diff assesses what it stores; an external service's calls go
+        # through the assess stage, with its retries and breaker.
+        assessment=DiffAssessment(assess, publish, prepare),
     )
     pipelines = [intake_stages.pipeline(more=[assess_stage(assess, publish, prepare)])]
     runner = PipelineRunner(

@@ -10,7 +10,7 @@ from tranche.bootstrap import bootstrap
 from tranche.bus import Message
 from tranche.config import Settings
 from tranche.crm.lenders import register_lender
-from tranche.intake.events import LoansLeftActive, LoansListed, LoansRejected
+from tranche.intake.events import LoansAssessed, LoansLeftActive, LoansListed, LoansRejected
 from tranche.intake.tape import TapeFormat
 
 
@@ -25,6 +25,7 @@ def doc(loan_id: str, **changes: object) -> bytes:
         "term_months": 6,
         "schedule_type": "linear",
         "issue_date": "2026-06-01",
+        "next_payment_date": "2026-07-01",
         "borrower": {"country": "PT", "age": 33, "income_monthly": "1900", "credit_score": 640},
     }
     base.update(changes)
@@ -55,7 +56,7 @@ def test_intake_publishes_its_events_through_the_outbox_to_subscribers(
         )
         await asyncio.to_thread(container.runner.run_until_idle)
         for _ in range(200):
-            if len(received) >= 3:
+            if len(received) >= 4:
                 break
             await asyncio.sleep(0.05)
         await container.stop_messaging()
@@ -64,6 +65,8 @@ def test_intake_publishes_its_events_through_the_outbox_to_subscribers(
     container.close()
     listed = [e for e in received if isinstance(e, LoansListed)]
     assert [k.loan_id for e in listed for k in e.loans] == ["A", "B"]
+    assessed = [e for e in received if isinstance(e, LoansAssessed)]
+    assert [(a.loan_id, a.version) for e in assessed for a in e.loans] == [("A", 1), ("B", 1)]
     [rejected] = [e for e in received if isinstance(e, LoansRejected)]
     assert rejected.rejections[0].loan_id == "C" and rejected.rejections[0].field == "currency"
     [repaid] = [e for e in received if isinstance(e, LoansLeftActive)]

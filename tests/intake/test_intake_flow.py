@@ -299,3 +299,42 @@ def test_risk_rules_on_a_borrowers_extra_attribute_see_the_document_as_sent(rig:
     with rig.engine.connect() as conn:
         groups = dict(conn.execute(select(a.loan_id, a.risk_group)).tuples().all())
     assert groups == {"S1": "C", "W1": "A"}
+
+
+def test_with_the_built_in_projection_the_diff_assesses_what_it_stores(
+    rig: IntakeRig, tmp_path: Path
+) -> None:
+    from sqlalchemy import func, select
+
+    from tranche.assessment.tables import loan_assessments
+    from tranche.pipeline.tables import pipeline_items, pipeline_trace
+
+    batch = upload(rig, "acme", tape(tmp_path, "d1.bson", 120))
+    rig.run()
+    status = rig.intake.batch_status(batch)
+    assert status["status"] == "completed"
+    assert status["counts"]["assessed"] == 120 and status["counts"]["not_assessed"] == 0
+    with rig.engine.connect() as conn:
+        stages = set(conn.execute(select(pipeline_trace.c.stage).distinct()).scalars())
+        items = conn.execute(select(func.count()).select_from(pipeline_items)).scalar_one()
+        assessed = conn.execute(
+            select(func.count(), func.count(func.distinct(loan_assessments.c.loan_id)))
+        ).one()
+    # Read, then one diff item per slice, which assessed its loans: none waited in the assess stage.
+    assert stages == {"intake.read", "intake.diff"} and items == 1 + 3
+    assert tuple(assessed) == (120, 120)
+
+
+def test_a_loan_the_built_in_projection_cannot_project_is_refused_at_its_place_in_the_tape(
+    rig: IntakeRig,
+) -> None:
+    # Intake takes amounts up to 2**63 - 1 minor units; the projection, up to 10**12 (ten billion EUR).
+    huge = loan_doc("huge", principal="20000000000.00", outstanding_principal="20000000000.00")
+    batch = upload(rig, "acme", b"".join(bson.encode(d) for d in (loan_doc("ok-1"), huge, loan_doc("ok-2"))))
+    rig.run()
+    status = rig.intake.batch_status(batch)
+    assert status["counts"]["new"] == 3
+    assert status["counts"]["assessed"] == 2 and status["counts"]["not_assessed"] == 1
+    [error] = rig.intake.batch_errors(batch)
+    assert (error["document"], error["loan_id"], error["field"]) == (1, "huge", "outstanding_principal")
+    assert "is not in 1 .. 1000000000000" in error["reason"]

@@ -33,6 +33,7 @@ below a hundredth of a minor unit; larger ones are refused as a :class:`~tranche
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -51,13 +52,22 @@ __all__ = [
     "MAX_PRINCIPAL",
     "MAX_RATE",
     "MAX_TERM",
+    "NOTHING_OWED",
     "CashflowTerms",
     "Period",
     "Projection",
+    "Totals",
+    "Work",
     "add_months",
+    "out_of_range",
+    "periods_left",
     "project",
     "project_many",
+    "project_totals",
+    "projectable",
     "remaining_term",
+    "schedule_kind",
+    "why_not",
 ]
 
 MAX_PRINCIPAL = 10**12
@@ -94,7 +104,7 @@ class CashflowTerms(Protocol):
     def next_payment_date(self) -> date | None: ...
 
 
-_KIND = {ScheduleType.ANNUITY: 0, ScheduleType.LINEAR: 1, ScheduleType.BULLET: 2}
+_KIND: dict[str, int] = {ScheduleType.ANNUITY: 0, ScheduleType.LINEAR: 1, ScheduleType.BULLET: 2}
 
 
 _MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
@@ -207,7 +217,122 @@ def project(loan: CashflowTerms) -> Projection:
     return result
 
 
-def _why_not(loan: CashflowTerms) -> LoanError:
+_MAX_RATE_FLOAT = float(MAX_RATE)
+_PADDING_CELLS = 4096
+
+Work = tuple[int, int, int, int, float]
+"""(kind, periods left, position, outstanding principal, annual rate) of a loan that goes through numpy."""
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """What an assessment keeps of a projection: the number of periods, the amount due on the next payment
+    date and the total interest, exactly as the whole :class:`Projection` of the same loan sums them."""
+
+    periods: int
+    next_payment: int
+    total_interest: int
+
+
+NOTHING_OWED = Totals(0, 0, 0)
+
+
+def schedule_kind(schedule_type: str) -> int | None:
+    """The projection's code for a schedule type (``"annuity"`` or :class:`ScheduleType`); None if unknown."""
+    return _KIND.get(schedule_type)
+
+
+def projectable(kind: int | None, outstanding: int, rate: float, term: int) -> bool:
+    """Whether a loan with principal outstanding is within what :func:`project_many` projects (its schedule
+    type known, its principal, rate and term in range); the reason it is not is :func:`why_not`'s."""
+    return (
+        kind is not None
+        and 0 < outstanding <= MAX_PRINCIPAL
+        and 0.0 <= rate <= _MAX_RATE_FLOAT  # NaN and infinities fail this test
+        and 1 <= term <= MAX_TERM
+    )
+
+
+def periods_left(term: int, issued_year: int, issued_month: int, next_year: int, next_month: int) -> int:
+    """:func:`remaining_term` from the years and months of the issue and next payment dates."""
+    left = term - (next_year - issued_year) * 12 - next_month + issued_month + 1
+    return 1 if left < 1 else term if left > term else left
+
+
+def project_many(loans: Sequence[CashflowTerms]) -> list[Projection | LoanError]:
+    """Project a slice of loans; each result is in its loan's position, a :class:`LoanError` for a loan
+    that cannot be projected (its neighbours are unaffected)."""
+    results: list[Projection | LoanError | None] = [None] * len(loans)
+    work: list[Work] = []
+    kinds = _KIND
+    for position, loan in enumerate(loans):
+        outstanding = loan.outstanding_principal
+        if outstanding == 0:
+            results[position] = Projection(
+                loan.lender_id,
+                loan.loan_id,
+                loan.currency,
+                loan.schedule_type,
+                loan.next_payment_date,
+                (),
+                (),
+            )
+            continue
+        kind = kinds.get(loan.schedule_type)
+        nxt = loan.next_payment_date
+        term = loan.term_months
+        rate = float(loan.interest_rate)
+        if nxt is None or not projectable(kind, outstanding, rate, term):
+            results[position] = why_not(loan)
+            continue
+        assert kind is not None
+        issued = loan.issue_date
+        left = periods_left(term, issued.year, issued.month, nxt.year, nxt.month)
+        work.append((kind, left, position, outstanding, rate))
+    for block in _blocks(work):
+        principal_flat, interest_flat, finite = _schedules(*_cumulative(block))
+        offset = 0
+        for (_, term, position, _, _), ok in zip(block, finite, strict=True):
+            loan = loans[position]
+            end = offset + term
+            if ok:
+                results[position] = Projection(
+                    loan.lender_id,
+                    loan.loan_id,
+                    loan.currency,
+                    loan.schedule_type,
+                    loan.next_payment_date,
+                    tuple(principal_flat[offset:end]),
+                    tuple(interest_flat[offset:end]),
+                )
+            else:
+                results[position] = out_of_range(loan, term)
+            offset = end
+    return [r for r in results if r is not None]
+
+
+def project_totals(work: Sequence[Work]) -> dict[int, Totals | None]:
+    """The :class:`Totals` of loans given as :data:`Work` (each :func:`projectable`, with principal
+    outstanding), by their position; None for a loan whose interest leaves the representable range (see
+    :func:`out_of_range`). The same arithmetic as :func:`project_many`, without making the schedules."""
+    import numpy as np
+
+    found: dict[int, Totals | None] = {}
+    for block in _blocks(sorted(work)):
+        cumulative_principal, cumulative_interest, n = _cumulative(block)
+        columns = np.arange(len(block))
+        last = n - 1
+        first_principal = cumulative_principal[0].tolist()
+        first_interest = cumulative_interest[0].tolist()
+        totals = cumulative_interest[last, columns].tolist()
+        for (_, term, position, _, _), p, i, total in zip(
+            block, first_principal, first_interest, totals, strict=True
+        ):
+            found[position] = Totals(term, int(p) + int(i), int(total)) if math.isfinite(total) else None
+    return found
+
+
+def why_not(loan: CashflowTerms) -> LoanError:
     """The reason a loan with principal outstanding cannot be projected (called only once it failed)."""
     message, field = "cannot be projected", "loan"
     rate = loan.interest_rate
@@ -226,50 +351,21 @@ def _why_not(loan: CashflowTerms) -> LoanError:
     return LoanError(message, lender_id=loan.lender_id, loan_id=loan.loan_id, field=field)
 
 
-_MAX_RATE_FLOAT = float(MAX_RATE)
-_PADDING_CELLS = 4096
+def out_of_range(loan: CashflowTerms, periods: int) -> LoanError:
+    """The error of a loan whose interest over ``periods`` leaves float range (see :func:`project_totals`)."""
+    return LoanError(
+        f"interest over {periods} months at {loan.interest_rate} leaves the representable range",
+        lender_id=loan.lender_id,
+        loan_id=loan.loan_id,
+        field="interest_rate",
+    )
 
 
-def project_many(loans: Sequence[CashflowTerms]) -> list[Projection | LoanError]:
-    """Project a slice of loans; each result is in its loan's position, a :class:`LoanError` for a loan
-    that cannot be projected (its neighbours are unaffected)."""
-    results: list[Projection | LoanError | None] = [None] * len(loans)
-    # (kind, term, position, principal, monthly factor) of every loan that goes through numpy
-    work: list[tuple[int, int, int, int, float]] = []
-    kinds = _KIND
-    for position, loan in enumerate(loans):
-        outstanding = loan.outstanding_principal
-        if outstanding == 0:
-            results[position] = Projection(
-                loan.lender_id,
-                loan.loan_id,
-                loan.currency,
-                loan.schedule_type,
-                loan.next_payment_date,
-                (),
-                (),
-            )
-            continue
-        kind = kinds.get(loan.schedule_type)
-        nxt = loan.next_payment_date
-        term = loan.term_months
-        rate = float(loan.interest_rate)  # NaN and infinities fail the range test below
-        if (
-            kind is None
-            or nxt is None
-            or not 0 < outstanding <= MAX_PRINCIPAL
-            or not 0.0 <= rate <= _MAX_RATE_FLOAT
-            or not 1 <= term <= MAX_TERM
-        ):
-            results[position] = _why_not(loan)
-            continue
-        issued = loan.issue_date
-        left = term - (nxt.year - issued.year) * 12 - nxt.month + issued.month + 1
-        left = 1 if left < 1 else term if left > term else left
-        work.append((kind, left, position, outstanding, rate))
-    # Blocks of one schedule type and similar terms keep the padding (and the formulas computed) small.
-    # A block costs a fixed overhead (some twenty numpy calls) plus its cells, padding included: a loan
-    # joins the block while the padding stays under the overhead's worth of cells or a quarter of the block.
+def _blocks(work: list[Work]) -> Iterator[list[Work]]:
+    """``work`` cut into blocks of one schedule type and similar terms, which keep the padding (and the
+    formulas computed) small. A block costs a fixed overhead (some twenty numpy calls) plus its cells,
+    padding included: a loan joins the block while the padding stays under the overhead's worth of cells or
+    a quarter of the block."""
     work.sort()
     start = 0
     while start < len(work):
@@ -282,9 +378,8 @@ def project_many(loans: Sequence[CashflowTerms]) -> list[Projection | LoanError]
             if next_kind != kind or width > BLOCK_CELLS or width - cells > max(_PADDING_CELLS, cells >> 2):
                 break
             end += 1
-        _project_block(loans, kind, work[start:end], results)
+        yield work[start:end]
         start = end
-    return [r for r in results if r is not None]
 
 
 def _per_period(cumulative: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
@@ -296,21 +391,21 @@ def _per_period(cumulative: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
     return np.ascontiguousarray(amounts.T)
 
 
-def _project_block(
-    loans: Sequence[CashflowTerms],
-    kind: int,
-    work: list[tuple[int, int, int, int, float]],
-    results: list[Projection | LoanError | None],
-) -> None:
+def _cumulative(
+    block: list[Work],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """The running totals of principal and of interest (one row per period, one column per loan) of a block
+    of one schedule type, sorted by term, and each loan's number of periods."""
     # numpy is imported where it is used: a process that only stores and serves never loads it.
     import numpy as np
 
-    count = len(work)
-    terms = [w[1] for w in work]
+    count = len(block)
+    kind = block[0][0]
+    terms = [w[1] for w in block]
     width = terms[-1]  # sorted by term
     n = np.array(terms, dtype=np.int64)
-    principal = np.array([w[3] for w in work], dtype=np.float64)
-    monthly = np.array([w[4] for w in work], dtype=np.float64) / 12.0
+    principal = np.array([w[3] for w in block], dtype=np.float64)
+    monthly = np.array([w[4] for w in block], dtype=np.float64) / 12.0
     # One row per period, one column per loan: running sums and products go down the rows, so that
     # numpy handles a whole row of loans per step.
     columns = np.arange(count)
@@ -338,30 +433,24 @@ def _project_block(
         np.subtract(1.0, repaid[:-1], out=owed[1:])
         owed *= monthly * principal
         cumulative_interest = np.rint(np.cumsum(owed, axis=0, out=owed))
-        finite = np.isfinite(cumulative_interest[last, columns]).tolist()
-        valid = n[:, None] >= k.T  # loans by periods, the order of the flat lists below
-        # A loan whose powers overflowed casts garbage here; it is reported below, never used.
+    return cumulative_principal, cumulative_interest, n
+
+
+def _schedules(
+    cumulative_principal: npt.NDArray[np.float64],
+    cumulative_interest: npt.NDArray[np.float64],
+    n: npt.NDArray[np.int64],
+) -> tuple[list[int], list[int], list[bool]]:
+    """Every period's principal and interest of a block, loan after loan, and whether each loan's amounts
+    are finite."""
+    import numpy as np
+
+    columns = np.arange(len(n))
+    finite = np.isfinite(cumulative_interest[n - 1, columns]).tolist()
+    k = np.arange(1, cumulative_principal.shape[0] + 1)
+    valid = n[:, None] >= k  # loans by periods, the order of the flat lists below
+    with np.errstate(invalid="ignore"):
+        # A loan whose powers overflowed casts garbage here; it is reported, never used.
         principal_flat = _per_period(cumulative_principal)[valid].tolist()
         interest_flat = _per_period(cumulative_interest)[valid].tolist()
-    offset = 0
-    for (_, term, position, _, _), ok in zip(work, finite, strict=True):
-        loan = loans[position]
-        end = offset + term
-        if ok:
-            results[position] = Projection(
-                loan.lender_id,
-                loan.loan_id,
-                loan.currency,
-                loan.schedule_type,
-                loan.next_payment_date,
-                tuple(principal_flat[offset:end]),
-                tuple(interest_flat[offset:end]),
-            )
-        else:
-            results[position] = LoanError(
-                f"interest over {term} months at {loan.interest_rate} leaves the representable range",
-                lender_id=loan.lender_id,
-                loan_id=loan.loan_id,
-                field="interest_rate",
-            )
-        offset = end
+    return principal_flat, interest_flat, finite

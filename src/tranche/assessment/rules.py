@@ -28,7 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,6 +43,7 @@ __all__ = [
     "FIELDS",
     "CompiledRules",
     "Condition",
+    "LoanFacts",
     "RiskRules",
     "Rule",
     "compile_rules",
@@ -85,44 +87,91 @@ class RiskRules(BaseModel):
         return self.model_dump_json()
 
 
+class LoanFacts(NamedTuple):
+    """What risk rules read of a loan version and of its projection, flat: made from a :class:`Loan` and its
+    :class:`Projection` (:meth:`of`), or straight from a stored version's columns and its projected totals.
+
+    ``remaining_term`` and ``next_payment_amount`` come from the projection (None without one);
+    ``borrower_extra`` and ``loan_extra`` are the attributes the tape gave besides the known ones.
+    """
+
+    status: str
+    currency: str
+    principal: int
+    outstanding_principal: int
+    interest_rate: Decimal
+    term_months: int
+    schedule_type: str
+    next_payment_date: date | None
+    country: str
+    age: int
+    income_monthly: int
+    credit_score: int
+    remaining_term: int | None
+    next_payment_amount: int | None
+    borrower_extra: Mapping[str, Any] = MappingProxyType({})
+    loan_extra: Mapping[str, Any] = MappingProxyType({})
+
+    @classmethod
+    def of(cls, loan: Loan, projection: Projection | None) -> LoanFacts:
+        borrower = loan.borrower
+        if projection is not None:
+            remaining: int | None = projection.periods_count
+        else:
+            remaining = remaining_term(loan) if loan.next_payment_date is not None else None
+        return cls(
+            loan.status.value,
+            loan.currency,
+            loan.principal,
+            loan.outstanding_principal,
+            loan.interest_rate,
+            loan.term_months,
+            loan.schedule_type.value,
+            loan.next_payment_date,
+            borrower.country,
+            borrower.age,
+            borrower.income_monthly,
+            borrower.credit_score,
+            remaining,
+            projection.next_payment if projection is not None else None,
+            borrower.extra,
+            loan.extra,
+        )
+
+
 # (kind, getter): numbers compare as Decimal or int, text as str.
-Getter = Callable[[Loan, Projection | None, date], Any]
+Getter = Callable[[LoanFacts, date], Any]
 
 
-def _income_to_payment(loan: Loan, projection: Projection | None, as_of: date) -> Decimal | None:
-    if projection is None or projection.next_payment <= 0:
+def _income_to_payment(facts: LoanFacts, as_of: date) -> Decimal | None:
+    due = facts.next_payment_amount
+    if due is None or due <= 0:
         return None
-    return Decimal(loan.borrower.income_monthly) / Decimal(projection.next_payment)
+    return Decimal(facts.income_monthly) / Decimal(due)
 
 
-def _days_past_due(loan: Loan, projection: Projection | None, as_of: date) -> int:
+def _days_past_due(facts: LoanFacts, as_of: date) -> int:
     # A next payment date already behind the assessment date is a payment not made.
-    due = loan.next_payment_date
+    due = facts.next_payment_date
     return max((as_of - due).days, 0) if due is not None else 0
 
 
-def _remaining(loan: Loan, projection: Projection | None, as_of: date) -> int | None:
-    if projection is not None:
-        return projection.periods_count
-    return remaining_term(loan) if loan.next_payment_date is not None else None
-
-
 FIELDS: dict[str, tuple[Literal["number", "text"], Getter]] = {
-    "credit_score": ("number", lambda loan, p, d: loan.borrower.credit_score),
-    "age": ("number", lambda loan, p, d: loan.borrower.age),
-    "income_monthly": ("number", lambda loan, p, d: loan.borrower.income_monthly),
-    "country": ("text", lambda loan, p, d: loan.borrower.country),
+    "credit_score": ("number", lambda f, d: f.credit_score),
+    "age": ("number", lambda f, d: f.age),
+    "income_monthly": ("number", lambda f, d: f.income_monthly),
+    "country": ("text", lambda f, d: f.country),
     "income_to_payment": ("number", _income_to_payment),
     "days_past_due": ("number", _days_past_due),
-    "interest_rate": ("number", lambda loan, p, d: loan.interest_rate),
-    "principal": ("number", lambda loan, p, d: loan.principal),
-    "outstanding_principal": ("number", lambda loan, p, d: loan.outstanding_principal),
-    "term_months": ("number", lambda loan, p, d: loan.term_months),
-    "remaining_term": ("number", _remaining),
-    "next_payment_amount": ("number", lambda loan, p, d: p.next_payment if p is not None else None),
-    "currency": ("text", lambda loan, p, d: loan.currency),
-    "schedule_type": ("text", lambda loan, p, d: loan.schedule_type.value),
-    "status": ("text", lambda loan, p, d: loan.status.value),
+    "interest_rate": ("number", lambda f, d: f.interest_rate),
+    "principal": ("number", lambda f, d: f.principal),
+    "outstanding_principal": ("number", lambda f, d: f.outstanding_principal),
+    "term_months": ("number", lambda f, d: f.term_months),
+    "remaining_term": ("number", lambda f, d: f.remaining_term),
+    "next_payment_amount": ("number", lambda f, d: f.next_payment_amount),
+    "currency": ("text", lambda f, d: f.currency),
+    "schedule_type": ("text", lambda f, d: f.schedule_type),
+    "status": ("text", lambda f, d: f.status),
 }
 """Every field a condition may name, besides ``borrower.<name>`` and ``loan.<name>`` extras."""
 
@@ -207,8 +256,8 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
 def _extra_getter(name: str) -> Getter:
     scope, key = name.split(".", 1)
     if scope == "borrower":
-        return lambda loan, p, d: loan.borrower.extra.get(key)
-    return lambda loan, p, d: loan.extra.get(key)
+        return lambda f, d: f.borrower_extra.get(key)
+    return lambda f, d: f.loan_extra.get(key)
 
 
 def _coerce(got: Any, numeric: bool) -> Any:
@@ -227,7 +276,7 @@ def _coerce(got: Any, numeric: bool) -> Any:
         return None
 
 
-Test = Callable[[Loan, Projection | None, date], bool]
+Test = Callable[[LoanFacts, date], bool]
 
 
 def _compile_condition(condition: Condition, where: str) -> Test:
@@ -270,14 +319,14 @@ def _compile_condition(condition: Condition, where: str) -> Test:
 
     if is_extra:
 
-        def test_extra(loan: Loan, projection: Projection | None, as_of: date) -> bool:
-            got = _coerce(get(loan, projection, as_of), numeric)
+        def test_extra(facts: LoanFacts, as_of: date) -> bool:
+            got = _coerce(get(facts, as_of), numeric)
             return got is not None and compare(got, wanted)
 
         return test_extra
 
-    def test(loan: Loan, projection: Projection | None, as_of: date) -> bool:
-        got = get(loan, projection, as_of)
+    def test(facts: LoanFacts, as_of: date) -> bool:
+        got = get(facts, as_of)
         return got is not None and compare(got, wanted)
 
     return test
@@ -297,12 +346,19 @@ class CompiledRules:
 
     rules: RiskRules
     tests: tuple[tuple[str, tuple[Test, ...]], ...]
+    reads_extras: bool
+    """Whether a condition names an extra attribute (``borrower.<name>``, ``loan.<name>``), which only the
+    whole document has."""
 
     def group_of(self, loan: Loan, projection: Projection | None, as_of: date) -> str:
         """The risk group of ``loan``, judged on ``as_of`` (the day of assessment)."""
+        return self.group_of_facts(LoanFacts.of(loan, projection), as_of)
+
+    def group_of_facts(self, facts: LoanFacts, as_of: date) -> str:
+        """:meth:`group_of` a loan's :class:`LoanFacts`."""
         for group, tests in self.tests:
             for test in tests:
-                if not test(loan, projection, as_of):
+                if not test(facts, as_of):
                     break
             else:
                 return group
@@ -348,4 +404,5 @@ def _compile(rules: RiskRules) -> CompiledRules:
             for position, condition in enumerate(rule.all)
         )
         compiled.append((rule.group, tests))
-    return CompiledRules(rules, tuple(compiled))
+    extras = any(condition.field not in FIELDS for rule in rules.rules for condition in rule.all)
+    return CompiledRules(rules, tuple(compiled), extras)

@@ -11,20 +11,38 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 from tranche.assessment.domain import Assessment, RiskRuleVersion, assess_slice
 from tranche.assessment.errors import LoanError
-from tranche.assessment.projection import Projection, project_many
-from tranche.intake.loan import Loan
+from tranche.assessment.projection import (
+    NOTHING_OWED,
+    Projection,
+    Totals,
+    Work,
+    add_months,
+    out_of_range,
+    periods_left,
+    project_many,
+    project_totals,
+    projectable,
+    schedule_kind,
+    why_not,
+)
+from tranche.assessment.rules import LoanFacts
+from tranche.intake.loan import Borrower, Loan, LoanStatus, ScheduleType
 
 __all__ = [
     "COLUMNS",
+    "VERSION_COLUMNS",
     "AssessedRows",
     "LoadedSlice",
     "assess_projected",
+    "assess_versions",
     "assessment_row",
     "project_and_assess",
+    "version_loan",
 ]
 
 COLUMNS = (
@@ -46,16 +64,40 @@ COLUMNS = (
 )
 """The columns of ``loan_assessments`` that :func:`assessment_row` fills, in its order."""
 
+VERSION_COLUMNS = (
+    "loan_id",
+    "version",
+    "status",
+    "currency",
+    "principal",
+    "outstanding_principal",
+    "interest_rate",
+    "term_months",
+    "schedule_type",
+    "issue_date",
+    "next_payment_date",
+    "all_or_nothing",
+    "borrower_country",
+    "borrower_age",
+    "borrower_income_monthly",
+    "borrower_credit_score",
+)
+"""A loan version as :func:`assess_versions` reads it, in its order: the rate as text, the dates as
+:class:`~datetime.date` or ISO text. All the built-in projection and rules without extra attributes need."""
+
 
 @dataclass(frozen=True, slots=True)
 class LoadedSlice:
-    """Loan versions as the store gave them (plain tuples), with the module-level function that makes them
-    ``(loan, version)`` pairs; both pickle, so the loans may be made in another process."""
+    """Loan versions as the store gave them (plain tuples): :data:`VERSION_COLUMNS` rows, or rows that the
+    module-level function ``build`` makes ``(loan, version)`` pairs. Both pickle, so the loans may be
+    assessed in another process."""
 
     rows: list[tuple[Any, ...]]
-    build: Callable[[str, list[tuple[Any, ...]]], list[tuple[Loan, int]]]
+    build: Callable[[str, list[tuple[Any, ...]]], list[tuple[Loan, int]]] | None = None
 
     def loans(self, lender_id: str) -> list[tuple[Loan, int]]:
+        if self.build is None:
+            return [(version_loan(lender_id, row), int(row[1])) for row in self.rows]
         return self.build(lender_id, self.rows)
 
 
@@ -94,8 +136,8 @@ def assessment_row(assessment: Assessment, sqlite: bool, at_text: str | None = N
         json.dumps(
             {"principal": assessment.principal, "interest": assessment.interest}, separators=(",", ":")
         )
-        if assessment.has_schedule
-        else None
+        if assessment.has_schedule and assessment.periods
+        else None  # an empty schedule needs no keeping: it is empty when read back too
     )
     next_date, maturity, at = assessment.next_payment_date, assessment.maturity_date, assessment.assessed_at
     return (
@@ -142,6 +184,141 @@ def project_and_assess(
 ) -> AssessedRows:
     """The whole built-in assessment of a slice. The schedules are not kept: they follow from the stored
     loan version alone, and are projected again when asked for."""
+    if loaded.build is None and not rules.compiled().reads_extras:
+        return assess_versions(lender_id, loaded.rows, rules, assessed_at, sqlite)
     loans = loaded.loans(lender_id)
     results = project_many([loan for loan, _ in loans])
     return assess_projected(loans, results, rules, assessed_at, sqlite, keep_schedule=False)
+
+
+def assess_versions(
+    lender_id: str,
+    rows: Sequence[Sequence[Any]],
+    rules: RiskRuleVersion,
+    assessed_at: datetime,
+    sqlite: bool,
+) -> AssessedRows:
+    """The built-in assessment of loan versions given as :data:`VERSION_COLUMNS` rows, by rules that read
+    no extra attribute: what :func:`project_and_assess` makes of the same loans, row for row, without
+    making a :class:`Loan` or a schedule (only the totals an assessment keeps)."""
+    compiled = rules.compiled()
+    if compiled.reads_extras:
+        raise ValueError("these rules read extra attributes, which only the loans' documents have")
+    as_of = assessed_at.date()
+    at: Any = _sqlite_datetime(assessed_at) if sqlite else assessed_at
+    # First what can be projected, for project_totals to take in one go; the rest is refused.
+    work: list[Work] = []
+    due_dates: list[date | None] = []
+    totals: dict[int, Totals | None] = {}
+    refused: dict[int, LoanError] = {}
+    for position, row in enumerate(rows):
+        due = _day_or_none(row[10])
+        due_dates.append(due)
+        outstanding = int(row[5])
+        if outstanding == 0:
+            totals[position] = NOTHING_OWED
+            continue
+        kind, rate, term = schedule_kind(row[8]), float(row[6]), int(row[7])
+        if due is None or not projectable(kind, outstanding, rate, term):
+            refused[position] = why_not(version_loan(lender_id, row))
+            continue
+        assert kind is not None
+        issued = _day(row[9])
+        work.append(
+            (
+                kind,
+                periods_left(term, issued.year, issued.month, due.year, due.month),
+                position,
+                outstanding,
+                rate,
+            )
+        )
+    totals.update(project_totals(work))
+    assessed_rows: list[tuple[Any, ...]] = []
+    assessed: list[list[Any]] = []
+    errors: list[tuple[str, str | None, str]] = []
+    for position, row in enumerate(rows):
+        error = refused.get(position)
+        found = totals.get(position)
+        if error is not None or found is None:
+            error = error or out_of_range(version_loan(lender_id, row), _left(row))
+            errors.append((error.loan_id, error.field, error.message))
+            continue
+        loan_id, due = row[0], due_dates[position]
+        facts = LoanFacts(
+            row[2],
+            row[3],
+            int(row[4]),
+            int(row[5]),
+            Decimal(row[6]),
+            int(row[7]),
+            row[8],
+            due,
+            row[12],
+            int(row[13]),
+            int(row[14]),
+            int(row[15]),
+            found.periods,
+            found.next_payment,
+        )
+        group = compiled.group_of_facts(facts, as_of)
+        maturity = add_months(due, found.periods - 1) if due is not None and found.periods else due
+        assessed_rows.append(
+            (
+                lender_id,
+                loan_id,
+                int(row[1]),
+                rules.version,
+                group,
+                row[3],
+                row[8],
+                found.periods,
+                facts.outstanding_principal,
+                found.total_interest,
+                found.next_payment,
+                _sqlite_date(due) if sqlite else due,
+                _sqlite_date(maturity) if sqlite else maturity,
+                None,
+                at,
+            )
+        )
+        assessed.append([loan_id, int(row[1]), group])
+    return AssessedRows(assessed_rows, assessed, errors)
+
+
+_STATUS = {status.value: status for status in LoanStatus}
+_SCHEDULE = {schedule.value: schedule for schedule in ScheduleType}
+
+
+def version_loan(lender_id: str, r: Sequence[Any]) -> Loan:
+    """The :class:`Loan` of a :data:`VERSION_COLUMNS` row (as the tape gave it, but for extra attributes and
+    payments, which the row does not have)."""
+    return Loan(
+        lender_id=lender_id,
+        loan_id=r[0],
+        status=_STATUS[r[2]],
+        currency=r[3],
+        principal=int(r[4]),
+        outstanding_principal=int(r[5]),
+        interest_rate=Decimal(r[6]),
+        term_months=int(r[7]),
+        schedule_type=_SCHEDULE[r[8]],
+        issue_date=_day(r[9]),
+        next_payment_date=_day_or_none(r[10]),
+        all_or_nothing=bool(r[11]),
+        borrower=Borrower(country=r[12], age=int(r[13]), income_monthly=int(r[14]), credit_score=int(r[15])),
+    )
+
+
+def _left(row: Sequence[Any]) -> int:
+    issued, due = _day(row[9]), _day_or_none(row[10])
+    assert due is not None
+    return periods_left(int(row[7]), issued.year, issued.month, due.year, due.month)
+
+
+def _day(value: date | str) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(value)
+
+
+def _day_or_none(value: date | str | None) -> date | None:
+    return None if value is None else _day(value)

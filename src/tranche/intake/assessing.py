@@ -1,38 +1,39 @@
-"""Intake's side of the assess stage: loading the loan versions a slice hands on, and recording per slice
-how many were assessed and which were refused (with the reason, in the batch's errors)."""
+"""Intake's side of assessment: loading the loan versions a slice hands on to the assess stage, assessing them
+in the diff itself when the built-in projection can (:class:`DiffAssessment`), and recording per slice how
+many were assessed and which were refused (with the reason, in the batch's errors)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import date
-from decimal import Decimal
 from typing import Any
 
 import bson
 from sqlalchemy import Connection, insert, select
 
 from tranche.assessment.errors import LoanError
-from tranche.assessment.rules import RiskRules
-from tranche.assessment.slices import AssessedRows, LoadedSlice
+from tranche.assessment.rules import RiskRules, compile_rules
+from tranche.assessment.slices import (
+    VERSION_COLUMNS,
+    AssessedRows,
+    LoadedSlice,
+    assess_versions,
+    version_loan,
+)
 from tranche.assessment.stage import ASSESS, AssessStage
+from tranche.assessment.store import latest_risk_rules, write_assessment_rows
 from tranche.intake import bulk
 from tranche.intake.events import AssessedLoan, LoansAssessed
-from tranche.intake.loan import Borrower, Loan, LoanStatus, ScheduleType
+from tranche.intake.loan import Loan
 from tranche.intake.parse import ParseOptions, parse_loan
+from tranche.intake.parsing import AssessOrder
 from tranche.intake.stages import Prepare, Publish
 from tranche.intake.tables import assess_results, batch_errors, loan_versions
 from tranche.pipeline import Item, Next, Stage
+from tranche.shared.clock import Clock
 
-_COLUMNS = ", ".join(
-    f"v.{name}"
-    for name in (
-        "loan_id version status currency principal outstanding_principal interest_rate term_months"
-        " schedule_type issue_date next_payment_date all_or_nothing borrower_country borrower_age"
-        " borrower_income_monthly borrower_credit_score"
-    ).split()
-)
+_COLUMNS = ", ".join(f"v.{name}" for name in VERSION_COLUMNS)
 
 
 def version_rows(conn: Connection, lender_id: str, keys: Sequence[tuple[str, int]]) -> list[tuple[Any, ...]]:
@@ -43,7 +44,7 @@ def version_rows(conn: Connection, lender_id: str, keys: Sequence[tuple[str, int
 
 def loans_from_columns(lender_id: str, rows: list[tuple[Any, ...]]) -> list[tuple[Loan, int]]:
     """(loan, version) of each row of :func:`version_rows`."""
-    return [(_loan(lender_id, r), int(r[1])) for r in rows]
+    return [(version_loan(lender_id, r), int(r[1])) for r in rows]
 
 
 def load_versions(
@@ -51,32 +52,6 @@ def load_versions(
 ) -> list[tuple[Loan, int]]:
     """The loan versions named by (loan_id, version), in that order, from their stored columns."""
     return loans_from_columns(lender_id, version_rows(conn, lender_id, keys))
-
-
-_STATUS = {status.value: status for status in LoanStatus}
-_SCHEDULE = {schedule.value: schedule for schedule in ScheduleType}
-
-
-def _loan(lender_id: str, r: Any) -> Loan:
-    return Loan(
-        lender_id=lender_id,
-        loan_id=r[0],
-        status=_STATUS[r[2]],
-        currency=r[3],
-        principal=int(r[4]),
-        outstanding_principal=int(r[5]),
-        interest_rate=Decimal(r[6]),
-        term_months=int(r[7]),
-        schedule_type=_SCHEDULE[r[8]],
-        issue_date=_day(r[9]),
-        next_payment_date=None if r[10] is None else _day(r[10]),
-        all_or_nothing=bool(r[11]),
-        borrower=Borrower(country=r[12], age=int(r[13]), income_monthly=int(r[14]), credit_score=int(r[15])),
-    )
-
-
-def _day(value: Any) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
 def assess_stage(
@@ -92,34 +67,97 @@ def assess_stage(
 
     def work(item: Item) -> tuple[AssessedRows, object | None]:
         assessed = assess.work(item)
-        event: object | None = None
-        if publish is not None and assessed.assessed:
-            topic = f"loan.{item.partition}.assessed"
-            loans = tuple(AssessedLoan(str(a), int(v), str(g)) for a, v, g in assessed.assessed)
-            event = LoansAssessed(item.partition, item.payload["batch_id"], loans)
-            if prepare is not None:
-                event = prepare(topic, event)
-        return assessed, event
+        return assessed, _assessed_event(item, assessed, publish, prepare)
 
     def commit(conn: Connection, item: Item, done: tuple[AssessedRows, object | None]) -> Next:
         assessed, event = done
         nxt = assess.commit(conn, item, assessed)
-        p = item.payload
-        conn.execute(
-            insert(assess_results).values(
-                batch_id=p["batch_id"],
-                run=p["run"],
-                slice=p["slice"],
-                assessed=len(assessed.assessed),
-                refused=len(assessed.refused),
-                done_at=assess.clock.now(),
-            )
-        )
-        if publish is not None and event is not None:
-            publish(conn, f"loan.{item.partition}.assessed", event)
+        _record_slice(conn, item, assessed, event, assess.clock, publish)
         return nxt
 
     return replace(stage, work=work, commit=commit)
+
+
+class DiffAssessment:
+    """The built-in assessment, made by the diff stage itself (an :class:`~tranche.intake.stages.
+    InlineAssessment`): when the projection is computed in this process and the lender's rules read only
+    stored columns, the loans a slice lists or changes are assessed in the diff's own pool call, from the
+    columns just parsed, and stored in the diff's transaction. Pure CPU has nothing to retry and no
+    dependency to wait for, so it needs no stage of its own; what it records (the assessments, the refused
+    loans, the slice's counts, ``loan.<lender>.assessed``) is exactly what the assess stage records.
+
+    Otherwise (an external cash-flow service, rules that read extra attributes from the documents) the diff
+    hands the slice on to the assess stage.
+    """
+
+    def __init__(self, assess: AssessStage, publish: Publish | None = None, prepare: Prepare | None = None):
+        self.assess = assess
+        self.publish = publish
+        self.prepare_event = prepare
+
+    def order(self, conn: Connection, lender_id: str) -> AssessOrder | None:
+        if not self.assess.projector.in_process:
+            return None
+        rules = latest_risk_rules(conn, lender_id)
+        if rules.compiled().reads_extras:
+            return None
+        sqlite = self.assess.engine.dialect.name == "sqlite"
+        return AssessOrder(assess_versions, (rules, self.assess.clock.now(), sqlite))
+
+    def prepare(self, item: Item, assessed: AssessedRows) -> object | None:
+        return _assessed_event(item, assessed, self.publish, self.prepare_event)
+
+    def record(
+        self,
+        conn: Connection,
+        item: Item,
+        assessed: AssessedRows,
+        prepared: object | None,
+        documents: Callable[[], Mapping[str, int]],
+    ) -> None:
+        if not assessed.assessed and not assessed.refused:
+            return
+        write_assessment_rows(conn, assessed.rows)
+        if assessed.refused:
+            _insert_refused(conn, item, assessed.errors(item.partition), documents())
+        _record_slice(conn, item, assessed, prepared, self.assess.clock, self.publish)
+
+
+def _assessed_event(
+    item: Item, assessed: AssessedRows, publish: Publish | None, prepare: Prepare | None
+) -> object | None:
+    """``loan.<lender>.assessed`` for the loans of a slice that were assessed (None if none were, or nothing
+    is published), passed through ``prepare``."""
+    if publish is None or not assessed.assessed:
+        return None
+    topic = f"loan.{item.partition}.assessed"
+    loans = tuple(AssessedLoan(str(a), int(v), str(g)) for a, v, g in assessed.assessed)
+    event: object = LoansAssessed(item.partition, item.payload["batch_id"], loans)
+    return prepare(topic, event) if prepare is not None else event
+
+
+def _record_slice(
+    conn: Connection,
+    item: Item,
+    assessed: AssessedRows,
+    event: object | None,
+    clock: Clock,
+    publish: Publish | None,
+) -> None:
+    """A slice's assessment counts, and its event published, in the transaction that stores its assessments."""
+    p = item.payload
+    conn.execute(
+        insert(assess_results).values(
+            batch_id=p["batch_id"],
+            run=p["run"],
+            slice=p["slice"],
+            assessed=len(assessed.assessed),
+            refused=len(assessed.refused),
+            done_at=clock.now(),
+        )
+    )
+    if publish is not None and event is not None:
+        publish(conn, f"loan.{item.partition}.assessed", event)
 
 
 def report_refused(conn: Connection, item: Item, errors: list[LoanError]) -> None:
@@ -139,6 +177,13 @@ def report_refused(conn: Connection, item: Item, errors: list[LoanError]) -> Non
         .tuples()
         .all()
     )
+    _insert_refused(conn, item, errors, positions)
+
+
+def _insert_refused(
+    conn: Connection, item: Item, errors: list[LoanError], positions: Mapping[str, int]
+) -> None:
+    p = item.payload
     conn.execute(
         insert(batch_errors),
         [
@@ -190,6 +235,6 @@ def load_for_assessment(
     """What the assess stage projects and groups: the stored columns, which is all the projection and the
     usual rules need; or the whole documents when the lender's rules look at the borrower's or the loan's
     extra attributes (``borrower.<name>``, ``loan.<name>``)."""
-    if any("." in condition.field for rule in rules.rules for condition in rule.all):
+    if compile_rules(rules).reads_extras:
         return LoadedSlice(document_rows(conn, lender_id, keys), loans_from_documents)
-    return LoadedSlice(version_rows(conn, lender_id, keys), loans_from_columns)
+    return LoadedSlice(version_rows(conn, lender_id, keys))

@@ -14,7 +14,7 @@ import hashlib
 import io
 import json
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -22,6 +22,7 @@ import bson
 
 from tranche.intake.archive import Archive
 from tranche.intake.duplicates import partition_entries
+from tranche.intake.loan import LoanStatus
 from tranche.intake.parse import ParseOptions, loan_columns
 from tranche.intake.tape import RawDocument, TapeFormat, bson_loan_ids, iter_documents, loan_id_of
 
@@ -29,6 +30,16 @@ from tranche.intake.tape import RawDocument, TapeFormat, bson_loan_ids, iter_doc
 # :func:`~tranche.intake.parse.loan_columns` gives them; or
 # (index, loan_id, None, problems, None) with problems as (field, reason) pairs.
 Parsed = tuple[int, str | None, str | None, tuple[Any, ...], bytes | None]
+
+
+@dataclass(frozen=True, slots=True)
+class AssessOrder:
+    """How the diff's own pool call assesses the loans it is about to list or change (see
+    :func:`parse_and_assess`): ``assess(lender_id, rows, *args)``, with ``rows`` as ``(loan_id, version,
+    *columns)``. ``assess`` is a module-level function, so that the order pickles."""
+
+    assess: Callable[..., Any]
+    args: tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,3 +144,24 @@ def parse_documents(
         columns, digest = found
         out.append((index, decoded["loan_id"], columns[0], columns, digest))
     return out
+
+
+def parse_and_assess(
+    lender_id: str,
+    allow_doubles: bool,
+    piece: TapeSlice,
+    wanted: Sequence[tuple[int, int, int]],
+    heads: Mapping[int, tuple[int, bytes | None]],
+    order: AssessOrder,
+) -> tuple[list[Parsed], Any]:
+    """:func:`parse_documents`, then ``order`` on the loans the diff will list or change: the active ones
+    whose content differs from their last version's. ``heads`` gives, per document index, the version it
+    would be stored as and the content hash of the last version (None for a new loan)."""
+    parsed = parse_documents(lender_id, allow_doubles, piece, wanted)
+    rows = []
+    for index, loan_id, status, columns, digest in parsed:
+        if status == LoanStatus.ACTIVE:
+            version, last_hash = heads[index]
+            if digest != last_hash:
+                rows.append((loan_id, version, *columns))
+    return parsed, order.assess(lender_id, rows, *order.args)

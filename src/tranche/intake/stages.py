@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, Row, insert, select
 
@@ -34,7 +34,15 @@ from tranche.intake.events import (
     RejectedLoan,
 )
 from tranche.intake.loan import LoanStatus
-from tranche.intake.parsing import Parsed, TapeSlice, key_entries, parse_documents, scan_documents
+from tranche.intake.parsing import (
+    AssessOrder,
+    Parsed,
+    TapeSlice,
+    key_entries,
+    parse_and_assess,
+    parse_documents,
+    scan_documents,
+)
 from tranche.intake.tables import batch_errors, batch_reads, batches, slice_results
 from tranche.intake.tape import (
     RawDocument,
@@ -92,6 +100,8 @@ class SliceResult:
     listed: list[LoanKey] = field(default_factory=list)
     changed_keys: list[LoanKey] = field(default_factory=list)
     left_active: dict[str, list[LoanKey]] = field(default_factory=lambda: defaultdict(list))
+    assessed: Any = None  # what the diff's own assessment made of the listed and changed loans, if it made it
+    assessed_prepared: object = None
 
     @property
     def withdrawn(self) -> int:
@@ -109,8 +119,38 @@ class Head:
     batch_sequence: int
 
 
+class InlineAssessment(Protocol):
+    """An assessment the diff stage makes itself, in its pool call and in its transaction, when it needs
+    nothing but CPU (the built-in projection): the slice then waits in no other stage, and no loan version
+    is read back to be assessed."""
+
+    def order(self, conn: Connection, lender_id: str) -> AssessOrder | None:
+        """What the diff's pool call is to do for the lender now; None hands the slice on to the next stage."""
+        ...
+
+    def prepare(self, item: Item, assessed: Any) -> object:
+        """What :meth:`record` will need, made before the transaction (the event, encoded)."""
+        ...
+
+    def record(
+        self,
+        conn: Connection,
+        item: Item,
+        assessed: Any,
+        prepared: object,
+        documents: Callable[[], Mapping[str, int]],
+    ) -> None:
+        """Stores the assessments in the diff's transaction. ``documents()`` gives each stored loan's place
+        in the tape, for the loans that could not be assessed."""
+        ...
+
+
 class IntakeStages:
-    """The read and diff stages, bound to the store, the archive and the clock."""
+    """The read and diff stages, bound to the store, the archive and the clock.
+
+    With an ``assessment``, the diff assesses the loans it lists or changes itself whenever that assessment
+    gives it an order; otherwise (or without one) it hands them on to ``next_stage``.
+    """
 
     def __init__(
         self,
@@ -124,6 +164,7 @@ class IntakeStages:
         next_stage: str | None = None,
         compute: Compute | None = None,
         diff_concurrency: int = 1,
+        assessment: InlineAssessment | None = None,
     ) -> None:
         self.engine = engine
         self.archive = archive
@@ -134,6 +175,7 @@ class IntakeStages:
         self.next_stage = next_stage
         self.compute: Compute = compute or InlineCompute()
         self.diff_concurrency = diff_concurrency
+        self.assessment = assessment
         self._batches: dict[str, Row[Any]] = {}
 
     def stages(self) -> list[Stage]:
@@ -286,6 +328,7 @@ class IntakeStages:
             else:  # a slice queued before slices named their refused documents
                 skip = _refused_documents(conn, p["batch_id"], p["run"], first, first + count)
             _version, config = lender_config_of(conn, lender_id)
+            order = self.assessment.order(conn, lender_id) if self.assessment is not None else None
         piece = self._tape_slice(batch.archive_key, fmt, p)
         # Reading the slice, splitting it, finding each loan id and hashing run in the compute pool.
         scan = self.compute.run(scan_documents, piece)
@@ -321,13 +364,26 @@ class IntakeStages:
         if not by_index:
             return result
         wanted = [(index, start, size) for index, (start, size, _h, _x) in by_index.items()]
-        parsed = self.compute.run(parse_documents, lender_id, config.allow_double_amounts, piece, wanted)
+        allow_doubles = config.allow_double_amounts
+        if order is None:
+            parsed = self.compute.run(parse_documents, lender_id, allow_doubles, piece, wanted)
+        else:
+            # The loans to list or change are assessed in the same call, from the columns just parsed.
+            heads = {
+                index: (1, None) if head is None else (head.version + 1, head.content_hash)
+                for index, (_s, _z, _h, head) in by_index.items()
+            }
+            parsed, result.assessed = self.compute.run(
+                parse_and_assess, lender_id, allow_doubles, piece, wanted, heads, order
+            )
         data = piece.read()  # the documents are stored as they came
         self._versions(
             result, p, lender_id, fmt.value, bulk.VersionWriter(self.engine), data, by_index, parsed
         )
         if self.publish is not None:
             result.events = self._events(lender_id, p["batch_id"], result)
+        if result.assessed is not None and self.assessment is not None:
+            result.assessed_prepared = self.assessment.prepare(item, result.assessed)
         return result
 
     def _versions(
@@ -406,6 +462,12 @@ class IntakeStages:
         if self.publish is not None:
             for topic, event in result.events:
                 self.publish(conn, topic, event)
+        if result.assessed is not None and self.assessment is not None:
+            rows = result.rows
+            self.assessment.record(
+                conn, item, result.assessed, result.assessed_prepared, lambda: {r[1]: r[6] for r in rows}
+            )
+            return Next(stage=None)
         if self.next_stage is None:
             return Next(stage=None)
         wanted = [[k.loan_id, k.version] for k in (*result.listed, *result.changed_keys)]
