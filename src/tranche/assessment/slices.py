@@ -19,7 +19,6 @@ from tranche.assessment.errors import LoanError
 from tranche.assessment.projection import (
     NOTHING_OWED,
     Projection,
-    Totals,
     Work,
     add_months,
     out_of_range,
@@ -103,13 +102,16 @@ class LoadedSlice:
 
 @dataclass(frozen=True, slots=True)
 class AssessedRows:
-    """A slice assessed: the ``loan_assessments`` rows to append (:data:`COLUMNS`), each assessed loan as
-    ``[loan_id, version, risk_group]``, and the loans that cannot be assessed as ``(loan_id, field,
-    message)``."""
+    """A slice assessed: the ``loan_assessments`` rows to append (:data:`COLUMNS`), and the loans that cannot
+    be assessed as ``(loan_id, field, message)``."""
 
     rows: list[tuple[Any, ...]]
-    assessed: list[list[Any]]
     refused: list[tuple[str, str | None, str]]
+
+    @property
+    def assessed(self) -> list[list[Any]]:
+        """Each assessed loan as ``[loan_id, version, risk_group]``."""
+        return [[row[1], row[2], row[4]] for row in self.rows]
 
     def errors(self, lender_id: str) -> list[LoanError]:
         return [
@@ -174,7 +176,6 @@ def assess_projected(
     at_text = _sqlite_datetime(assessed_at)
     return AssessedRows(
         [assessment_row(a, sqlite, at_text) for a in assessments],
-        [[a.loan_id, a.loan_version, a.risk_group] for a in assessments],
         [(e.loan_id, e.field, e.message) for e in errors],
     )
 
@@ -206,84 +207,81 @@ def assess_versions(
         raise ValueError("these rules read extra attributes, which only the loans' documents have")
     as_of = assessed_at.date()
     at: Any = _sqlite_datetime(assessed_at) if sqlite else assessed_at
+    # The values are as the store gives them: integers as int, the rate as text, dates as date or ISO text.
     # First what can be projected, for project_totals to take in one go; the rest is refused.
     work: list[Work] = []
     due_dates: list[date | None] = []
-    totals: dict[int, Totals | None] = {}
     refused: dict[int, LoanError] = {}
     for position, row in enumerate(rows):
         due = _day_or_none(row[10])
         due_dates.append(due)
-        outstanding = int(row[5])
+        outstanding = row[5]
         if outstanding == 0:
-            totals[position] = NOTHING_OWED
             continue
-        kind, rate, term = schedule_kind(row[8]), float(row[6]), int(row[7])
+        kind, rate, term = schedule_kind(row[8]), float(row[6]), row[7]
         if due is None or not projectable(kind, outstanding, rate, term):
             refused[position] = why_not(version_loan(lender_id, row))
             continue
         assert kind is not None
         issued = _day(row[9])
-        work.append(
-            (
-                kind,
-                periods_left(term, issued.year, issued.month, due.year, due.month),
-                position,
-                outstanding,
-                rate,
-            )
-        )
-    totals.update(project_totals(work))
-    assessed_rows: list[tuple[Any, ...]] = []
-    assessed: list[list[Any]] = []
+        left = periods_left(term, issued.year, issued.month, due.year, due.month)
+        work.append((kind, left, position, outstanding, rate))
+    totals = project_totals(work)
+    assessed: list[tuple[Any, ...]] = []
     errors: list[tuple[str, str | None, str]] = []
+    rates: dict[str, Decimal] = {}  # tapes repeat a few rates
+    version, group_of = rules.version, compiled.group_of_facts
     for position, row in enumerate(rows):
-        error = refused.get(position)
-        found = totals.get(position)
-        if error is not None or found is None:
-            error = error or out_of_range(version_loan(lender_id, row), _left(row))
+        found = totals.get(position, NOTHING_OWED) if row[5] else NOTHING_OWED
+        if found is None or position in refused:
+            error = refused.get(position) or out_of_range(version_loan(lender_id, row), _left(row))
             errors.append((error.loan_id, error.field, error.message))
             continue
-        loan_id, due = row[0], due_dates[position]
+        due = due_dates[position]
+        annual = rates.get(row[6])
+        if annual is None:
+            annual = rates[row[6]] = Decimal(row[6])
+        periods, next_payment = found.periods, found.next_payment
         facts = LoanFacts(
             row[2],
             row[3],
-            int(row[4]),
-            int(row[5]),
-            Decimal(row[6]),
-            int(row[7]),
+            row[4],
+            row[5],
+            annual,
+            row[7],
             row[8],
             due,
             row[12],
-            int(row[13]),
-            int(row[14]),
-            int(row[15]),
-            found.periods,
-            found.next_payment,
+            row[13],
+            row[14],
+            row[15],
+            periods,
+            next_payment,
         )
-        group = compiled.group_of_facts(facts, as_of)
-        maturity = add_months(due, found.periods - 1) if due is not None and found.periods else due
-        assessed_rows.append(
+        maturity = add_months(due, periods - 1) if due is not None and periods else due
+        if sqlite:
+            due_text = row[10] if due is None or type(row[10]) is str else due.isoformat()
+            maturity_text = maturity.isoformat() if maturity is not None else None
+        assessed.append(
             (
                 lender_id,
-                loan_id,
-                int(row[1]),
-                rules.version,
-                group,
+                row[0],
+                row[1],
+                version,
+                group_of(facts, as_of),
                 row[3],
                 row[8],
-                found.periods,
-                facts.outstanding_principal,
+                periods,
+                row[5],
                 found.total_interest,
-                found.next_payment,
-                _sqlite_date(due) if sqlite else due,
-                _sqlite_date(maturity) if sqlite else maturity,
+                next_payment,
+                due_text if sqlite else due,
+                maturity_text if sqlite else maturity,
                 None,
                 at,
             )
         )
-        assessed.append([loan_id, int(row[1]), group])
-    return AssessedRows(assessed_rows, assessed, errors)
+    return AssessedRows(assessed, errors)
 
 
 _STATUS = {status.value: status for status in LoanStatus}

@@ -7,7 +7,6 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
-    Index,
     Integer,
     String,
     Table,
@@ -49,8 +48,8 @@ loan_assessments = Table(
     Column("maturity_date", Date, nullable=True),
     Column("schedule", Text, nullable=True),  # {"principal": [...], "interest": [...]}, compact JSON
     Column("assessed_at", DateTime(timezone=True), nullable=False),
+    # Also the index of every look-up, which names the lender and the loan.
     UniqueConstraint(
         "lender_id", "loan_id", "loan_version", "rule_version", name="uq_loan_assessments_loan_version_rules"
     ),
-    Index("ix_loan_assessments_lender_loan", "lender_id", "loan_id", "assessment_id"),
 )

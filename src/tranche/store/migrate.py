@@ -19,7 +19,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 HEADS = frozenset(
     {
-        "assessment_0001",
+        "assessment_0002",
         "bus_0001",
         "crm_0001",
         "intake_0003",
