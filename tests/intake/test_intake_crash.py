@@ -1,5 +1,6 @@
 """A worker killed (SIGKILL) at random points of a batch: the batch completes, no loan version and no
-assessment is lost or doubled."""
+assessment is lost or doubled. With the built-in projection the diff assesses what it stores; with an
+external cash-flow service the slices go on to the assess stage, which is killed in too."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from tranche.assessment.service import CashflowServer, Faults
 from tranche.assessment.tables import loan_assessments
 from tranche.bootstrap import bootstrap
 from tranche.config import Settings
@@ -35,8 +38,20 @@ def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
+@pytest.fixture(params=["built-in", "service"])
+def cashflow_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """No URL (the built-in projection), or the stand-alone service's over loopback HTTP."""
+    if request.param == "built-in":
+        yield ""
+        return
+    with CashflowServer(Faults(), seed=5) as server:
+        yield server.url
+
+
 @pytest.mark.slow
-def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(database_url: str, tmp_path: Path) -> None:
+def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(
+    database_url: str, cashflow_url: str, tmp_path: Path
+) -> None:
     env = {
         **os.environ,
         "TRANCHE_DATABASE_URL": database_url,
@@ -46,6 +61,7 @@ def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(database_url: str, 
         "TRANCHE_STAGE_INTAKE_DIFF_LEASE_SECONDS": "1",
         "TRANCHE_STAGE_INTAKE_READ_LEASE_SECONDS": "1",
         "TRANCHE_STAGE_INTAKE_ASSESS_LEASE_SECONDS": "1",
+        "TRANCHE_CASHFLOW_URL": cashflow_url,
     }
     settings = replace(Settings.from_env(env), log_level="WARNING")
     container = bootstrap(settings)
