@@ -46,7 +46,12 @@ def test_xirr_agrees_with_pyxirr(outs: list[tuple[int, int]], horizon: int, perc
     ]
     ours = xirr(flows)
     theirs = pyxirr.xirr([d for d, _ in flows], [a for _, a in flows])
-    assert ours is not None and theirs is not None
+    assert ours is not None
+    if theirs is None:
+        # pyxirr's solver gives up on some returns close to -100%; ours must still be a root of the NPV.
+        terms = [a * (1 + float(ours)) ** -((d - first).days / 365) for d, a in flows]
+        assert abs(sum(terms)) <= 1e-6 * sum(abs(t) for t in terms)
+        return
     assert abs(float(ours) - theirs) < 1e-6 * max(1.0, abs(theirs))
 
 
