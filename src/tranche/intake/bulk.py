@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from tranche.intake.heads import KEYS_PER_STATEMENT, sqlite_changed_heads
 from tranche.intake.tables import loan_versions
 
 COLUMNS: tuple[str, ...] = tuple(c.name for c in loan_versions.columns)
@@ -45,16 +46,6 @@ class VersionWriter:
                 copy.write_row(row)
 
 
-_KEYS_PER_STATEMENT = 5000  # two parameters a key: well under SQLite's limit of 32766
-
-_SQLITE_CHANGED = (
-    "SELECT w.column1, h.version, h.raw_hash, h.content_hash, h.status, h.batch_sequence"
-    " FROM (VALUES {values}) AS w"
-    " LEFT JOIN loan_versions AS h INDEXED BY ix_loan_versions_head"
-    " ON h.lender_id = ? AND h.loan_id = w.column1 AND h.version ="
-    " (SELECT max(m.version) FROM loan_versions AS m WHERE m.lender_id = ? AND m.loan_id = w.column1)"
-    " WHERE h.version IS NULL OR (h.raw_hash <> w.column2 AND h.batch_sequence <= ?)"
-)
 _PG_CHANGED = (
     "SELECT w.loan_id, h.version, h.raw_hash, h.content_hash, h.status, h.batch_sequence"
     " FROM unnest(%s::text[], %s::bytea[]) AS w(loan_id, raw_hash)"
@@ -77,19 +68,14 @@ def changed_heads(
     """
     raw = conn.connection.driver_connection
     assert raw is not None
+    if conn.dialect.name == "sqlite":
+        return sqlite_changed_heads(raw, lender_id, keys, sequence)
     rows: list[tuple[Any, ...]] = []
-    for start in range(0, len(keys), _KEYS_PER_STATEMENT):
-        chunk = keys[start : start + _KEYS_PER_STATEMENT]
-        if conn.dialect.name == "sqlite":
-            statement = _SQLITE_CHANGED.format(values=",".join("(?,?)" for _ in chunk))
-            params = (*(part for key in chunk for part in key), lender_id, lender_id, sequence)
-            rows.extend(raw.execute(statement, params).fetchall())
-        else:
-            with raw.cursor() as cursor:
-                cursor.execute(
-                    _PG_CHANGED, ([k for k, _ in chunk], [h for _, h in chunk], lender_id, sequence)
-                )
-                rows.extend(cursor.fetchall())
+    for start in range(0, len(keys), KEYS_PER_STATEMENT):
+        chunk = keys[start : start + KEYS_PER_STATEMENT]
+        with raw.cursor() as cursor:
+            cursor.execute(_PG_CHANGED, ([k for k, _ in chunk], [h for _, h in chunk], lender_id, sequence))
+            rows.extend(cursor.fetchall())
     return rows
 
 
@@ -105,8 +91,8 @@ def rows_by_version(
     raw = conn.connection.driver_connection
     assert raw is not None
     rows: list[Any] = []
-    for start in range(0, len(keys), _KEYS_PER_STATEMENT):
-        chunk = keys[start : start + _KEYS_PER_STATEMENT]
+    for start in range(0, len(keys), KEYS_PER_STATEMENT):
+        chunk = keys[start : start + KEYS_PER_STATEMENT]
         if conn.dialect.name == "sqlite":
             pairs = ",".join("(?,?)" for _ in chunk)
             rows.extend(

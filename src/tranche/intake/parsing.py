@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import sqlite3
 from array import array
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -22,6 +23,7 @@ import bson
 
 from tranche.intake.archive import Archive
 from tranche.intake.duplicates import partition_entries
+from tranche.intake.heads import Head, head_of, sqlite_changed_heads
 from tranche.intake.loan import LoanStatus
 from tranche.intake.parse import ParseOptions, loan_columns
 from tranche.intake.tape import RawDocument, TapeFormat, bson_loan_ids, iter_documents, loan_id_of
@@ -144,6 +146,92 @@ def parse_documents(
         columns, digest = found
         out.append((index, decoded["loan_id"], columns[0], columns, digest))
     return out
+
+
+class Triage(NamedTuple):
+    """A slice's documents sorted by what the diff does with them: ``changing`` are those to decode, by
+    document index, as ``(place in the slice, size, raw hash, last version or None)``; the others are
+    counted, unchanged (same bytes as the last version, or a later tape's loan) or invalid (refused when the
+    tape was read)."""
+
+    read: int
+    unchanged: int
+    invalid: int
+    changing: dict[int, tuple[int, int, bytes, Head | None]]
+
+
+def scan_keys(scan: Scan, first: int, skip: Set[int]) -> list[tuple[str, bytes]]:
+    """(loan id, raw hash) of each document of a scanned slice whose last version is to be looked up."""
+    return [
+        (loan_id, scan.raw_hash(i))
+        for i, loan_id in enumerate(scan.loan_ids)
+        if loan_id is not None and first + i not in skip
+    ]
+
+
+def triage(scan: Scan, first: int, skip: Set[int], heads: Mapping[str, Head | None]) -> Triage:
+    """Sort a scanned slice's documents, given the last version of each loan it may change (``heads``: only
+    those, as :func:`~tranche.intake.bulk.changed_heads` hands them back; a loan left out is unchanged)."""
+    unchanged = invalid = 0
+    changing: dict[int, tuple[int, int, bytes, Head | None]] = {}
+    places = scan.places
+    for i, loan_id in enumerate(scan.loan_ids):
+        index = first + i
+        if index in skip:
+            invalid += 1  # its problem was recorded when the tape was read
+            continue
+        if loan_id is not None and loan_id not in heads:
+            # Unchanged, or already superseded by a later tape (a replay of an older batch).
+            unchanged += 1
+            continue
+        head = heads.get(loan_id) if loan_id is not None else None
+        changing[index] = (places[2 * i], places[2 * i + 1], scan.raw_hash(i), head)
+    return Triage(len(scan.loan_ids), unchanged, invalid, changing)
+
+
+def parse_changing(
+    lender_id: str,
+    allow_doubles: bool,
+    piece: TapeSlice,
+    changing: Mapping[int, tuple[int, int, bytes, Head | None]],
+    order: AssessOrder | None,
+) -> tuple[list[Parsed], Any]:
+    """Decode and validate the documents a slice changes (:attr:`Triage.changing`), and carry out ``order``
+    on them if given (see :func:`parse_and_assess`; None as its result otherwise)."""
+    wanted = [(index, start, size) for index, (start, size, _h, _x) in changing.items()]
+    if order is None:
+        return parse_documents(lender_id, allow_doubles, piece, wanted), None
+    heads = {
+        index: (1, None) if head is None else (head.version + 1, head.content_hash)
+        for index, (_s, _z, _h, head) in changing.items()
+    }
+    return parse_and_assess(lender_id, allow_doubles, piece, wanted, heads, order)
+
+
+def diff_slice(
+    database: str,
+    lender_id: str,
+    sequence: int,
+    allow_doubles: bool,
+    piece: TapeSlice,
+    skip: Set[int],
+    order: AssessOrder | None,
+) -> tuple[Triage, list[Parsed], Any]:
+    """The diff's reading of a slice in one call, for a store in the SQLite file ``database``: scan it, look
+    up the last versions of its loans there, sort its documents, and parse (and assess) those it changes.
+    One call instead of a scan, a look-up and a parse: the slice crosses the process boundary once."""
+    scan = scan_documents(piece)
+    keys = scan_keys(scan, piece.first, skip)
+    raw = sqlite3.connect(database, timeout=60, isolation_level=None)
+    try:
+        rows = sqlite_changed_heads(raw, lender_id, keys, sequence) if keys else []
+    finally:
+        raw.close()
+    sorted_ = triage(scan, piece.first, skip, {row[0]: head_of(row) for row in rows})
+    if not sorted_.changing:
+        return sorted_, [], None
+    parsed, assessed = parse_changing(lender_id, allow_doubles, piece, sorted_.changing, order)
+    return sorted_, parsed, assessed
 
 
 def parse_and_assess(

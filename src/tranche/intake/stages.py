@@ -33,15 +33,18 @@ from tranche.intake.events import (
     LoansRejected,
     RejectedLoan,
 )
+from tranche.intake.heads import Head, head_of
 from tranche.intake.loan import LoanStatus
 from tranche.intake.parsing import (
     AssessOrder,
     Parsed,
     TapeSlice,
+    diff_slice,
     key_entries,
-    parse_and_assess,
-    parse_documents,
+    parse_changing,
     scan_documents,
+    scan_keys,
+    triage,
 )
 from tranche.intake.tables import batch_errors, batch_reads, batches, slice_results
 from tranche.intake.tape import (
@@ -108,17 +111,6 @@ class SliceResult:
         return sum(len(keys) for keys in self.left_active.values())
 
 
-@dataclass(frozen=True, slots=True)
-class Head:
-    """What the diff needs of a loan's last stored version."""
-
-    version: int
-    raw_hash: bytes
-    content_hash: bytes
-    status: str
-    batch_sequence: int
-
-
 class InlineAssessment(Protocol):
     """An assessment the diff stage makes itself, in its pool call and in its transaction, when it needs
     nothing but CPU (the built-in projection): the slice then waits in no other stage, and no loan version
@@ -177,6 +169,9 @@ class IntakeStages:
         self.diff_concurrency = diff_concurrency
         self.assessment = assessment
         self._batches: dict[str, Row[Any]] = {}
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        # A store in a SQLite file can be read by the compute pool's processes too.
+        self._sqlite_file = database if database and database != ":memory:" else None
 
     def stages(self) -> list[Stage]:
         return [
@@ -330,52 +325,33 @@ class IntakeStages:
             _version, config = lender_config_of(conn, lender_id)
             order = self.assessment.order(conn, lender_id) if self.assessment is not None else None
         piece = self._tape_slice(batch.archive_key, fmt, p)
-        # Reading the slice, splitting it, finding each loan id and hashing run in the compute pool.
-        scan = self.compute.run(scan_documents, piece)
-        keys = [
-            (loan_id, scan.raw_hash(i))
-            for i, loan_id in enumerate(scan.loan_ids)
-            if loan_id is not None and first + i not in skip
-        ]
-        with reading(self.engine) as conn:
-            # Only the loans this slice may change come back; the others are unchanged.
-            changing = {
-                row[0]: None
-                if row[1] is None
-                else Head(int(row[1]), bytes(row[2]), bytes(row[3]), row[4], int(row[5]))
-                for row in bulk.changed_heads(conn, lender_id, keys, sequence)
-            }
-
-        result = SliceResult(read=len(scan.loan_ids))
-        # Only documents whose bytes differ from the last version's are decoded and validated.
-        by_index: dict[int, tuple[int, int, bytes, Head | None]] = {}
-        places = scan.places
-        for i, loan_id in enumerate(scan.loan_ids):
-            index = first + i
-            if index in skip:
-                result.invalid += 1  # its problem was recorded when the tape was read
-                continue
-            if loan_id is not None and loan_id not in changing:
-                # Unchanged, or already superseded by a later tape (a replay of an older batch).
-                result.unchanged += 1
-                continue
-            head = changing.get(loan_id) if loan_id is not None else None
-            by_index[index] = (places[2 * i], places[2 * i + 1], scan.raw_hash(i), head)
+        allow_doubles = config.allow_double_amounts
+        if self._sqlite_file is not None:
+            # The pool reads the slice, looks up the last versions in the store's file itself, and parses
+            # (and assesses) what changed: one call, and this process only writes what comes back.
+            sorted_, parsed, result_assessed = self.compute.run(
+                diff_slice, self._sqlite_file, lender_id, sequence, allow_doubles, piece, skip, order
+            )
+        else:
+            # Reading the slice, splitting it, finding each loan id and hashing run in the compute pool.
+            scan = self.compute.run(scan_documents, piece)
+            keys = scan_keys(scan, first, skip)
+            with reading(self.engine) as conn:
+                # Only the loans this slice may change come back; the others are unchanged.
+                heads = {row[0]: head_of(row) for row in bulk.changed_heads(conn, lender_id, keys, sequence)}
+            sorted_ = triage(scan, first, skip, heads)
+            parsed, result_assessed = [], None
+            if sorted_.changing:
+                # Only documents whose bytes differ from the last version's are decoded and validated; the
+                # loans to list or change are assessed in the same call, from the columns just parsed.
+                parsed, result_assessed = self.compute.run(
+                    parse_changing, lender_id, allow_doubles, piece, sorted_.changing, order
+                )
+        result = SliceResult(read=sorted_.read, unchanged=sorted_.unchanged, invalid=sorted_.invalid)
+        by_index = sorted_.changing
         if not by_index:
             return result
-        wanted = [(index, start, size) for index, (start, size, _h, _x) in by_index.items()]
-        allow_doubles = config.allow_double_amounts
-        if order is None:
-            parsed = self.compute.run(parse_documents, lender_id, allow_doubles, piece, wanted)
-        else:
-            # The loans to list or change are assessed in the same call, from the columns just parsed.
-            heads = {
-                index: (1, None) if head is None else (head.version + 1, head.content_hash)
-                for index, (_s, _z, _h, head) in by_index.items()
-            }
-            parsed, result.assessed = self.compute.run(
-                parse_and_assess, lender_id, allow_doubles, piece, wanted, heads, order
-            )
+        result.assessed = result_assessed
         data = piece.read()  # the documents are stored as they came
         self._versions(
             result, p, lender_id, fmt.value, bulk.VersionWriter(self.engine), data, by_index, parsed
