@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import sqlite3
+import threading
 from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
@@ -208,6 +209,22 @@ def parse_changing(
     return parse_and_assess(lender_id, allow_doubles, piece, wanted, heads, order)
 
 
+_readers = threading.local()
+
+
+def _reader(database: str) -> sqlite3.Connection:
+    """This thread's connection to the SQLite file ``database`` (kept for the next slice: opening one and
+    reading the schema costs about as much as a slice's look-up); one a thread, the last file asked for."""
+    held: tuple[str, sqlite3.Connection] | None = getattr(_readers, "held", None)
+    if held is not None and held[0] == database:
+        return held[1]
+    if held is not None:
+        held[1].close()
+    raw = sqlite3.connect(database, timeout=60, isolation_level=None)
+    _readers.held = (database, raw)
+    return raw
+
+
 def diff_slice(
     database: str,
     lender_id: str,
@@ -222,11 +239,7 @@ def diff_slice(
     One call instead of a scan, a look-up and a parse: the slice crosses the process boundary once."""
     scan = scan_documents(piece)
     keys = scan_keys(scan, piece.first, skip)
-    raw = sqlite3.connect(database, timeout=60, isolation_level=None)
-    try:
-        rows = sqlite_changed_heads(raw, lender_id, keys, sequence) if keys else []
-    finally:
-        raw.close()
+    rows = sqlite_changed_heads(_reader(database), lender_id, keys, sequence) if keys else []
     sorted_ = triage(scan, piece.first, skip, {row[0]: head_of(row) for row in rows})
     if not sorted_.changing:
         return sorted_, [], None
