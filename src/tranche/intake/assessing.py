@@ -115,7 +115,7 @@ class DiffAssessment:
         prepared: object | None,
         documents: Callable[[], Mapping[str, int]],
     ) -> None:
-        if not assessed.assessed and not assessed.refused:
+        if not assessed.rows and not assessed.refused:
             return
         write_assessment_rows(conn, assessed.rows)
         if assessed.refused:
@@ -128,10 +128,11 @@ def _assessed_event(
 ) -> object | None:
     """``loan.<lender>.assessed`` for the loans of a slice that were assessed (None if none were, or nothing
     is published), passed through ``prepare``."""
-    if publish is None or not assessed.assessed:
+    if publish is None or not assessed.rows:
         return None
     topic = f"loan.{item.partition}.assessed"
-    loans = tuple(AssessedLoan(str(a), int(v), str(g)) for a, v, g in assessed.assessed)
+    # Straight from the rows (loan_id, version and risk group are their second, third and fifth values).
+    loans = tuple(AssessedLoan(row[1], row[2], row[4]) for row in assessed.rows)
     event: object = LoansAssessed(item.partition, item.payload["batch_id"], loans)
     return prepare(topic, event) if prepare is not None else event
 
@@ -151,7 +152,7 @@ def _record_slice(
             batch_id=p["batch_id"],
             run=p["run"],
             slice=p["slice"],
-            assessed=len(assessed.assessed),
+            assessed=len(assessed.rows),
             refused=len(assessed.refused),
             done_at=clock.now(),
         )
