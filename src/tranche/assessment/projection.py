@@ -289,6 +289,7 @@ def project_many(loans: Sequence[CashflowTerms]) -> list[Projection | LoanError]
         issued = loan.issue_date
         left = periods_left(term, issued.year, issued.month, nxt.year, nxt.month)
         work.append((kind, left, position, outstanding, rate))
+    work.sort()
     for block in _blocks(work):
         principal_flat, interest_flat, finite = _schedules(*_cumulative(block))
         offset = 0
@@ -362,11 +363,10 @@ def out_of_range(loan: CashflowTerms, periods: int) -> LoanError:
 
 
 def _blocks(work: list[Work]) -> Iterator[list[Work]]:
-    """``work`` cut into blocks of one schedule type and similar terms, which keep the padding (and the
+    """``work`` (sorted) cut into blocks of one schedule type and similar terms, which keep the padding (and the
     formulas computed) small. A block costs a fixed overhead (some twenty numpy calls) plus its cells,
     padding included: a loan joins the block while the padding stays under the overhead's worth of cells or
     a quarter of the block."""
-    work.sort()
     start = 0
     while start < len(work):
         kind, cells = work[start][0], work[start][1]

@@ -38,7 +38,7 @@ Parsed = tuple[int, str | None, str | None, tuple[Any, ...], bytes | None]
 @dataclass(frozen=True, slots=True)
 class AssessOrder:
     """How the diff's own pool call assesses the loans it is about to list or change (see
-    :func:`parse_and_assess`): ``assess(lender_id, rows, *args)``, with ``rows`` as ``(loan_id, version,
+    :func:`parse_changing`): ``assess(lender_id, rows, *args)``, with ``rows`` as ``(loan_id, version,
     *columns)``. ``assess`` is a module-level function, so that the order pickles."""
 
     assess: Callable[..., Any]
@@ -197,16 +197,22 @@ def parse_changing(
     changing: Mapping[int, tuple[int, int, bytes, Head | None]],
     order: AssessOrder | None,
 ) -> tuple[list[Parsed], Any]:
-    """Decode and validate the documents a slice changes (:attr:`Triage.changing`), and carry out ``order``
-    on them if given (see :func:`parse_and_assess`; None as its result otherwise)."""
+    """Decode and validate the documents a slice changes (:attr:`Triage.changing`); with an ``order``, carry it
+    out on the loans the diff will list or change: the active ones whose content differs from their last
+    version's, each as the version it will be stored as (its result is None without an order)."""
     wanted = [(index, start, size) for index, (start, size, _h, _x) in changing.items()]
+    parsed = parse_documents(lender_id, allow_doubles, piece, wanted)
     if order is None:
-        return parse_documents(lender_id, allow_doubles, piece, wanted), None
-    heads = {
-        index: (1, None) if head is None else (head.version + 1, head.content_hash)
-        for index, (_s, _z, _h, head) in changing.items()
-    }
-    return parse_and_assess(lender_id, allow_doubles, piece, wanted, heads, order)
+        return parsed, None
+    rows = []
+    for index, loan_id, status, columns, digest in parsed:
+        if status == LoanStatus.ACTIVE:
+            head = changing[index][3]
+            if head is None:
+                rows.append((loan_id, 1, *columns))
+            elif digest != head.content_hash:
+                rows.append((loan_id, head.version + 1, *columns))
+    return parsed, order.assess(lender_id, rows, *order.args)
 
 
 _readers = threading.local()
@@ -245,24 +251,3 @@ def diff_slice(
         return sorted_, [], None
     parsed, assessed = parse_changing(lender_id, allow_doubles, piece, sorted_.changing, order)
     return sorted_, parsed, assessed
-
-
-def parse_and_assess(
-    lender_id: str,
-    allow_doubles: bool,
-    piece: TapeSlice,
-    wanted: Sequence[tuple[int, int, int]],
-    heads: Mapping[int, tuple[int, bytes | None]],
-    order: AssessOrder,
-) -> tuple[list[Parsed], Any]:
-    """:func:`parse_documents`, then ``order`` on the loans the diff will list or change: the active ones
-    whose content differs from their last version's. ``heads`` gives, per document index, the version it
-    would be stored as and the content hash of the last version (None for a new loan)."""
-    parsed = parse_documents(lender_id, allow_doubles, piece, wanted)
-    rows = []
-    for index, loan_id, status, columns, digest in parsed:
-        if status == LoanStatus.ACTIVE:
-            version, last_hash = heads[index]
-            if digest != last_hash:
-                rows.append((loan_id, version, *columns))
-    return parsed, order.assess(lender_id, rows, *order.args)
