@@ -158,6 +158,7 @@ def child_tranche(tapes: list[Path], db: Path, archive: Path, intake_only: bool)
     from tranche.config import Settings
     from tranche.crm.lenders import register_lender
     from tranche.intake.tape import TapeFormat
+    from tranche.process import tune_for_workers
 
     settings = replace(
         Settings.from_env(), database_url=f"sqlite:///{db}", archive_dir=archive, log_level="WARNING"
@@ -169,6 +170,7 @@ def child_tranche(tapes: list[Path], db: Path, archive: Path, intake_only: bool)
         # Diffed slices finish instead of being assessed.
         container.intake_stages.next_stage = None
         container.intake_stages.assessment = None
+    tune_for_workers()
     container.start_workers()  # as `tranche serve` runs them
     runs = []
     for tape in tapes:

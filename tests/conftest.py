@@ -10,13 +10,19 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from itertools import count
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.pool import NullPool
 
+from tranche.api.app import create_app
+from tranche.bootstrap import Container, bootstrap
+from tranche.config import Settings
+from tranche.shared.clock import ManualClock
 from tranche.store.engine import create_store_engine
 from tranche.store.migrate import upgrade
 from tranche.testing.postgres import PostgresServer, ServerUnavailable
@@ -96,3 +102,25 @@ def postgres_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     yield engine
     engine.dispose()
     server.drop_database(name)
+
+
+@pytest.fixture
+def container(database_url: str, tmp_path: Path) -> Iterator[Container]:
+    """The composition root on each database, built by ``bootstrap()`` as a process builds it, with a clock the
+    test moves (``container.clock.advance``) and no pool of processes."""
+    settings = Settings(
+        database_url=database_url,
+        archive_dir=tmp_path / "archive",
+        feedback_dir=tmp_path / "feedback",
+        log_level="WARNING",
+        parse_processes=0,
+    )
+    built = bootstrap(settings, clock=ManualClock(datetime(2026, 3, 1, tzinfo=UTC)), migrate=False)
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def app_client(container: Container) -> TestClient:
+    """The whole HTTP API over ``container`` (FastAPI's test client; the bus is not started)."""
+    return TestClient(create_app(container))

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -41,18 +39,28 @@ from tranche.settlement import SettlementNode
 from tranche.shared.clock import Clock, SystemClock
 from tranche.shared.compute import make_compute
 from tranche.shared.ids import new_id
-from tranche.shared.malloc import limit_arenas
 from tranche.store.engine import create_store_engine
 from tranche.store.migrate import upgrade
 from tranche.trading.adapters import SqlPortfolioStore
 from tranche.trading.service import TradingService
 
-_SWITCH_INTERVAL = 0.001  # seconds a thread runs before another may take the interpreter lock
-
 
 @dataclass
+class _Lifecycle:
+    """What a running process starts and must stop: the relay, the timers, the worker threads."""
+
+    workers_started: bool = False
+    relay_task: asyncio.Task[None] | None = None
+    stop: asyncio.Event | None = None
+    timer_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Container:
-    """What a running tranche process is made of."""
+    """What a running tranche process is made of; built only by :func:`bootstrap`, read by everything else.
+
+    ``market`` is set only in the process that holds the market role (the matcher's books live there).
+    """
 
     settings: Settings
     engine: Engine
@@ -61,17 +69,17 @@ class Container:
     intake: Intake
     intake_stages: IntakeStages
     projector: CashflowProjector
-    pipelines: list[Pipeline]
+    pipelines: tuple[Pipeline, ...]
     runner: PipelineRunner
     bus: Bus
     codec: EventCodec
-    subscribers: list[Callable[[Bus], Awaitable[None]]] = field(default_factory=list)
-    timers: list[tuple[float, Callable[[], object]]] = field(default_factory=list)
-    extras: dict[str, object] = field(default_factory=dict)
-    _workers_started: bool = False
-    _relay_task: asyncio.Task[None] | None = None
-    _relay_stop: asyncio.Event | None = None
-    _timer_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    ledger: LedgerService
+    ledger_reports: LedgerReports
+    trading: TradingService
+    market: LockedMarketplace | None = None
+    subscribers: tuple[Callable[[Bus], Awaitable[None]], ...] = ()
+    timers: tuple[tuple[float, Callable[[], object]], ...] = ()
+    _lifecycle: _Lifecycle = field(default_factory=_Lifecycle, repr=False, compare=False)
 
     def publish(self, conn: Connection, topic: str, event: object) -> None:
         """Publish a domain event with the state change in ``conn``'s transaction (through the outbox)."""
@@ -82,18 +90,20 @@ class Container:
         await self.bus.start()
         for subscribe in self.subscribers:
             await subscribe(self.bus)
-        self._relay_stop = asyncio.Event()
+        life = self._lifecycle
+        life.stop = asyncio.Event()
         relay = OutboxRelay(self.engine, self.bus, clock=self.clock)
-        self._relay_task = asyncio.create_task(relay.run(self._relay_stop), name="outbox-relay")
-        self._timer_tasks = [
-            asyncio.create_task(_every(seconds, action, self._relay_stop), name=f"timer-{action}")
+        life.relay_task = asyncio.create_task(relay.run(life.stop), name="outbox-relay")
+        life.timer_tasks = [
+            asyncio.create_task(_every(seconds, action, life.stop), name=f"timer-{action}")
             for seconds, action in self.timers
         ]
 
     async def stop_messaging(self) -> None:
-        if self._relay_stop is not None and self._relay_task is not None:
-            self._relay_stop.set()
-            for task in [self._relay_task, *self._timer_tasks]:
+        life = self._lifecycle
+        if life.stop is not None and life.relay_task is not None:
+            life.stop.set()
+            for task in [life.relay_task, *life.timer_tasks]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.bus.close()
@@ -104,22 +114,15 @@ class Container:
             return
         # The pool the stages compute in starts with them, so that the first tape does not wait for it.
         self.intake_stages.compute.start("tranche.intake.parsing", "tranche.assessment.slices")
-        limit_arenas(2)  # before the worker threads start, so that they share the allocator's arenas
-        # What starting made (modules, tables, the app) lives as long as the process: the collector need not
-        # walk it again in each full collection while tapes stream through.
-        gc.freeze()
-        # A slice passes between threads several times (to the compute pool and back, to the store); a
-        # thread that waits for the interpreter lock waits up to this interval each time (5 ms by default).
-        sys.setswitchinterval(_SWITCH_INTERVAL)
         self.runner.start()
-        self._workers_started = True
+        self._lifecycle.workers_started = True
 
     def wake_workers(self) -> None:
         """New work was queued from this process: wake idle workers instead of waiting for their next poll."""
         self.runner.notify()
 
     def close(self) -> None:
-        if self._workers_started:
+        if self._lifecycle.workers_started:
             self.runner.stop()
         self.intake_stages.compute.close()
         self.projector.close()
@@ -189,10 +192,31 @@ def bootstrap(
         # through the assess stage, with its retries and breaker.
         assessment=DiffAssessment(assess, publish, prepare),
     )
-    pipelines = [intake_stages.pipeline(more=[assess_stage(assess, publish, prepare)])]
+    pipelines = (intake_stages.pipeline(more=[assess_stage(assess, publish, prepare)]),)
     runner = PipelineRunner(
-        engine, pipelines, clock=clock, overrides=overrides_from_env(os.environ), partitions=settings.lenders
+        engine,
+        list(pipelines),
+        clock=clock,
+        overrides=overrides_from_env(os.environ),
+        partitions=settings.lenders,
     )
+    ledger = LedgerService(engine, clock, drift_window=timedelta(seconds=settings.drift_window_seconds))
+    trading = TradingService(SqlPortfolioStore(engine), clock)
+    subscribers: list[Callable[[Bus], Awaitable[None]]] = []
+    timers: list[tuple[float, Callable[[], object]]] = []
+    if "ledger" in settings.roles:
+        handlers = LedgerHandlers(ledger)
+        settlement = SettlementNode(engine, handlers, publish)
+        subscribers.append(matching_subscriber(handlers, codec, "match.#"))
+        subscribers.append(settlement.subscriber(codec))
+        timers.append((1.0, settlement.tick))
+    market: LockedMarketplace | None = None
+    if "market" in settings.roles:
+        # The matcher's books live in this process only: one process of the deployment has this role.
+        matching = MatchingService.rebuild(SqlMatchingRecord(engine, publish=publish))
+        market = LockedMarketplace(trading, matching, settle=True)
+        market.resync()
+        subscribers.append(MarketNode(engine, market).subscriber(codec))
     container = Container(
         settings=settings,
         engine=engine,
@@ -205,25 +229,11 @@ def bootstrap(
         runner=runner,
         bus=connect(settings.bus_url),
         codec=codec,
+        ledger=ledger,
+        ledger_reports=LedgerReports(engine),
+        trading=trading,
+        market=market,
+        subscribers=tuple(subscribers),
+        timers=tuple(timers),
     )
-    container.extras["pipeline_runner"] = runner
-
-    ledger = LedgerService(engine, clock, drift_window=timedelta(seconds=settings.drift_window_seconds))
-    container.extras["ledger"] = ledger
-    container.extras["ledger_reports"] = LedgerReports(engine)
-    trading = TradingService(SqlPortfolioStore(engine), clock)
-    container.extras["trading"] = trading
-    if "ledger" in settings.roles:
-        handlers = LedgerHandlers(ledger)
-        settlement = SettlementNode(engine, handlers, publish)
-        container.subscribers.append(matching_subscriber(handlers, codec, "match.#"))
-        container.subscribers.append(settlement.subscriber(codec))
-        container.timers.append((1.0, settlement.tick))
-    if "market" in settings.roles:
-        # The matcher's books live in this process only: one process of the deployment has this role.
-        matching = MatchingService.rebuild(SqlMatchingRecord(engine, publish=publish))
-        market = LockedMarketplace(trading, matching, settle=True)
-        market.resync()
-        container.extras["marketplace"] = market
-        container.subscribers.append(MarketNode(engine, market).subscriber(codec))
     return container

@@ -54,9 +54,11 @@ def serve(host: str, port: int, workers: bool) -> None:
 
     from tranche.api.app import create_app
     from tranche.bootstrap import bootstrap
+    from tranche.process import tune_for_workers
 
     container = bootstrap()
     if workers:
+        tune_for_workers()
         container.start_workers()
     try:
         uvicorn.run(
@@ -74,8 +76,10 @@ def worker() -> None:
     import signal
 
     from tranche.bootstrap import bootstrap
+    from tranche.process import tune_for_workers
 
     container = bootstrap()
+    tune_for_workers()
 
     async def run() -> None:
         stop = asyncio.Event()

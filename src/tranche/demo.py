@@ -121,8 +121,10 @@ class _Server:
 
         from tranche.api.app import create_app
         from tranche.bootstrap import bootstrap
+        from tranche.process import tune_for_workers
 
         self.container = bootstrap(settings)
+        tune_for_workers()
         self.container.start_workers()
         config = uvicorn.Config(create_app(self.container), host="127.0.0.1", port=port, log_level="warning")
         self.server = uvicorn.Server(config)

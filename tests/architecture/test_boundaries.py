@@ -35,7 +35,6 @@ KNOWN: set[tuple[str, str]] = {
     ("tranche.api.ledger", "tranche.ledger.service"),
     ("tranche.api.lenders", "tranche.crm.lenders"),
     ("tranche.api.trading", "tranche.matching.criteria"),
-    ("tranche.api.trading", "tranche.trading.adapters"),
     ("tranche.api.trading", "tranche.trading.domain"),
     ("tranche.api.trading", "tranche.trading.errors"),
     ("tranche.api.trading", "tranche.trading.handlers"),

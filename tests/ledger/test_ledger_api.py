@@ -3,43 +3,21 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from tranche.api.errors import install_error_handlers
-from tranche.api.ledger import router
+from tranche.bootstrap import Container
 from tranche.ledger.service import LedgerService
 from tranche.matching.events import Bid, LoanFunded, OfferMatched
-from tranche.shared.clock import ManualClock
-
-
-@dataclass
-class Parts:
-    """The parts of the composition root that the ledger endpoints use."""
-
-    engine: Engine
-    clock: ManualClock
-    extras: dict[str, object] = field(default_factory=dict)
 
 
 @pytest.fixture
-def parts(engine: Engine) -> Parts:
-    return Parts(engine, ManualClock(datetime(2026, 3, 1, tzinfo=UTC)))
-
-
-@pytest.fixture
-def client(parts: Parts) -> TestClient:
-    app = FastAPI()
-    install_error_handlers(app)
-    app.state.container = parts
-    app.include_router(router, prefix="/v1")
-    return TestClient(app)
+def client(app_client: TestClient) -> TestClient:
+    return app_client
 
 
 def test_a_deposit_is_credited_once_per_idempotency_key(client: TestClient) -> None:
@@ -84,10 +62,12 @@ def test_deposits_need_an_idempotency_key_and_a_valid_amount(client: TestClient)
     assert bad.status_code == 422
 
 
-def test_the_statement_streams_opening_movements_and_closing(client: TestClient, parts: Parts) -> None:
+def test_the_statement_streams_opening_movements_and_closing(
+    client: TestClient, container: Container
+) -> None:
     for n in range(3):
         client.post("/v1/investors/ann/deposits", json={"amount": "10.00", "currency": "EUR", "key": f"d{n}"})
-        parts.clock.advance(timedelta(days=1))
+        container.clock.advance(timedelta(days=1))
     client.post("/v1/investors/ann/withdrawals", json={"amount": "5.00", "currency": "EUR", "key": "w"})
     response = client.get(
         "/v1/investors/ann/statement", params={"currency": "EUR", "from": "2026-03-02T00:00:00Z"}
@@ -103,15 +83,15 @@ def test_the_statement_streams_opening_movements_and_closing(client: TestClient,
     assert lines[-1] == {"type": "closing", "balance": "25.00"}
 
 
-def test_holdings_and_return_are_served(client: TestClient, parts: Parts, engine: Engine) -> None:
+def test_holdings_and_return_are_served(client: TestClient, container: Container, engine: Engine) -> None:
     client.post("/v1/investors/ann/deposits", json={"amount": "100.00", "currency": "EUR", "key": "d"})
-    service = LedgerService(engine, parts.clock)
+    service = LedgerService(engine, container.clock)
     bid = Bid("b1", "buy", "pf", "ann", 6_000, Decimal("0.1"), Decimal("0.1"), Decimal(0))
     service.on_offer_matched(OfferMatched("m", "len", "L1", 1, "EUR", False, (bid,)))
     service.on_loan_funded(LoanFunded("len", "L1", 1, "EUR", ("b1",)))
     [holding] = client.get("/v1/investors/ann/holdings").json()
     assert (holding["loan_id"], holding["held_principal"], holding["invested"]) == ("L1", "60.00", "60.00")
-    parts.clock.advance(timedelta(days=365))
+    container.clock.advance(timedelta(days=365))
     body = client.get("/v1/investors/ann/return", params={"currency": "EUR"}).json()
     assert Decimal(body["xirr"]) == 0
     days = client.get("/v1/lenders/len/settlement", params={"currency": "EUR"}).json()

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import replace
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pipeline_toys import Flaky, create_effects, put, recorder
-from sqlalchemy import Engine
 
-from tranche.api.errors import install_error_handlers
-from tranche.api.pipeline import router
+from tranche.api.app import create_app
+from tranche.bootstrap import Container
 from tranche.pipeline import BreakerPolicy, Pipeline, PipelineRunner, RetryableError, RetryPolicy, Stage
 from tranche.shared.clock import ManualClock
 
 
-@dataclass
-class Parts:
-    """The parts of the composition root that the pipeline endpoints use."""
-
-    engine: Engine
-    clock: ManualClock
-    extras: dict[str, object] = field(default_factory=dict)
-
-
 @pytest.fixture
-def setup(engine: Engine) -> tuple[TestClient, PipelineRunner, Flaky]:
+def setup(container: Container) -> tuple[TestClient, PipelineRunner, Flaky]:
+    engine = container.engine
     create_effects(engine)
     clock = ManualClock()
     service = Flaky()
@@ -44,10 +34,8 @@ def setup(engine: Engine) -> tuple[TestClient, PipelineRunner, Flaky]:
         ),
     ]
     runner = PipelineRunner(engine, [Pipeline("toy", stages)], clock=clock, owner="api-test")
-    app = FastAPI()
-    install_error_handlers(app)
-    app.state.container = Parts(engine, clock, {"pipeline_runner": runner})
-    app.include_router(router, prefix="/v1")
+    # the toy pipeline in place of intake's: the operators' endpoints serve whatever pipelines a process runs
+    app = create_app(replace(container, runner=runner, clock=clock))
     return TestClient(app), runner, service
 
 

@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
-
-from tranche.api.errors import install_error_handlers
-from tranche.api.trading import router
-from tranche.matching.adapters import SqlMatchingRecord
-from tranche.matching.book import Matcher
-from tranche.matching.service import MatchingService
-from tranche.shared.clock import ManualClock
-from tranche.trading.adapters import SqlPortfolioStore
-from tranche.trading.handlers import Marketplace
-from tranche.trading.service import TradingService
 
 EXAMPLE: dict[str, Any] = {
     "currency": "EUR",
@@ -41,23 +28,9 @@ EXAMPLE: dict[str, Any] = {
 }
 
 
-@dataclass
-class Parts:
-    engine: Engine
-    clock: ManualClock
-    extras: dict[str, object] = field(default_factory=dict)
-
-
 @pytest.fixture
-def client(engine: Engine) -> TestClient:
-    clock = ManualClock()
-    trading = TradingService(SqlPortfolioStore(engine), clock)
-    market = Marketplace(trading, MatchingService(Matcher(), SqlMatchingRecord(engine)))
-    app = FastAPI()
-    install_error_handlers(app)
-    app.state.container = Parts(engine, clock, {"trading": trading, "marketplace": market})
-    app.include_router(router, prefix="/v1")
-    return TestClient(app)
+def client(app_client: TestClient) -> TestClient:
+    return app_client
 
 
 def test_the_example_portfolio_is_created_as_written_and_issues_its_first_tranche(client: TestClient) -> None:

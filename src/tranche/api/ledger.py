@@ -3,9 +3,6 @@
 Amounts travel as decimal strings in major units of their currency ("100.00"). A deposit or withdrawal carries
 an idempotency key (the ``Idempotency-Key`` header or the body's ``key``): the same key twice is one movement,
 and the same key with another amount is a 409.
-
-The router finds its services in ``container.extras["ledger"]`` (a :class:`LedgerService`) and
-``container.extras["ledger_reports"]`` (a :class:`LedgerReports`), or builds them on the store.
 """
 
 from __future__ import annotations
@@ -33,23 +30,11 @@ router = APIRouter(tags=["ledger"])
 
 def ledger_of(request: Request) -> LedgerService:
     """The ledger service of the running process (a FastAPI dependency)."""
-    container = container_of(request)
-    service = container.extras.get("ledger")
-    if isinstance(service, LedgerService):
-        return service
-    service = LedgerService(container.engine, container.clock)
-    container.extras["ledger"] = service
-    return service
+    return container_of(request).ledger
 
 
 def reports_of(request: Request) -> LedgerReports:
-    container = container_of(request)
-    reports = container.extras.get("ledger_reports")
-    if isinstance(reports, LedgerReports):
-        return reports
-    reports = LedgerReports(container.engine)
-    container.extras["ledger_reports"] = reports
-    return reports
+    return container_of(request).ledger_reports
 
 
 LedgerDep = Annotated[LedgerService, Depends(ledger_of)]

@@ -14,7 +14,6 @@ from tranche.api.app import container_of
 from tranche.bootstrap import Container
 from tranche.pipeline import (
     ItemView,
-    PipelineRunner,
     get_item,
     item_trace,
     items_by_trace_key,
@@ -83,11 +82,6 @@ class ItemsOut(BaseModel):
     next: str | None
 
 
-def _runner(container: Container) -> PipelineRunner | None:
-    runner = container.extras.get("pipeline_runner")
-    return runner if isinstance(runner, PipelineRunner) else None
-
-
 def _item_out(view: ItemView) -> ItemOut:
     return ItemOut(**view.__dict__)
 
@@ -97,17 +91,17 @@ def _item_out(view: ItemView) -> ItemOut:
 )
 def stages(container: ContainerDep) -> StagesOut:
     """Counts come from the store, so they cover every process; breaker states are this process's."""
-    runner = _runner(container)
+    runner = container.runner
     with reading(container.engine) as conn:
         found = stage_stats(
             conn,
             now=container.clock.now(),
-            pipelines=list(runner.pipelines.values()) if runner else [],
-            breakers=runner.breaker_states() if runner else None,
+            pipelines=list(runner.pipelines.values()),
+            breakers=runner.breaker_states(),
         )
     return StagesOut(
         stages=[StageOut(**s.__dict__, rate_per_second=s.rate_per_second) for s in found],
-        runner=runner.owner if runner else None,
+        runner=runner.owner,
     )
 
 
@@ -142,7 +136,5 @@ def items(
 def retry(item_id: str, container: ContainerDep) -> ItemOut:
     with container.engine.begin() as conn:
         item = retry_parked(conn, item_id, now=container.clock.now())
-    runner = _runner(container)
-    if runner is not None:
-        runner.notify(item.stage)
+    container.runner.notify(item.stage)
     return _item_out(item)

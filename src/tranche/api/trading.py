@@ -3,10 +3,9 @@
 Amounts travel as decimal strings in major units of the portfolio's currency ("1000.00"); weights,
 tolerances and rates as decimal strings too (weights and tolerances in percent, rates as fractions: "0.07").
 
-The router finds its service in ``container.extras["trading"]`` (a :class:`TradingService`), or builds one on
-the store. When ``container.extras["marketplace"]`` holds a :class:`tranche.trading.handlers.Marketplace`,
-changes withdraw the portfolio's open buy offers from the matcher and new terms start a cycle at once;
-otherwise the withdrawn offer ids are returned for the caller's messaging to carry.
+When this process holds the market role, changes withdraw the portfolio's open buy offers from the matcher and
+new terms start a cycle at once; otherwise the withdrawn offer ids are returned for the caller's messaging to
+carry.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from tranche.api.app import container_of
 from tranche.matching.criteria import Criteria
 from tranche.shared.errors import ValidationError
 from tranche.shared.money import Money, is_currency, to_major
-from tranche.trading.adapters import SqlPortfolioStore
 from tranche.trading.domain import Portfolio
 from tranche.trading.errors import InvalidPortfolioError
 from tranche.trading.handlers import Marketplace
@@ -32,18 +30,11 @@ router = APIRouter(tags=["trading"])
 
 def trading_of(request: Request) -> TradingService:
     """The trading service of the running process (a FastAPI dependency)."""
-    container = container_of(request)
-    service = container.extras.get("trading")
-    if isinstance(service, TradingService):
-        return service
-    service = TradingService(SqlPortfolioStore(container.engine), container.clock)
-    container.extras["trading"] = service
-    return service
+    return container_of(request).trading
 
 
 def marketplace_of(request: Request) -> Marketplace | None:
-    market = container_of(request).extras.get("marketplace")
-    return market if isinstance(market, Marketplace) else None
+    return container_of(request).market
 
 
 TradingDep = Annotated[TradingService, Depends(trading_of)]
