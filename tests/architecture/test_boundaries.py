@@ -33,7 +33,6 @@ KNOWN: set[tuple[str, str]] = {
     ("tranche.api.ledger", "tranche.ledger.domain"),
     ("tranche.api.ledger", "tranche.ledger.reports"),
     ("tranche.api.ledger", "tranche.ledger.service"),
-    ("tranche.api.lenders", "tranche.crm.lenders"),
     ("tranche.api.trading", "tranche.matching.criteria"),
     ("tranche.api.trading", "tranche.trading.domain"),
     ("tranche.api.trading", "tranche.trading.errors"),

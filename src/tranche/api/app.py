@@ -52,6 +52,14 @@ def create_app(container: Container) -> FastAPI:
 
 def _routers() -> list[APIRouter]:
     """Each bounded context's router, imported here so that the app is assembled in one place."""
-    from tranche.api import assessment, intake, ledger, lenders, pipeline, trading
+    from tranche.api import assessment, intake, investors, ledger, lenders, pipeline, trading
 
-    return [lenders.router, intake.router, assessment.router, pipeline.router, trading.router, ledger.router]
+    return [
+        lenders.router,
+        investors.router,
+        intake.router,
+        assessment.router,
+        pipeline.router,
+        trading.router,
+        ledger.router,
+    ]

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from tranche.api.app import container_of
+from tranche.api.params import LenderId
 from tranche.bootstrap import Container
-from tranche.crm.lenders import LenderConfig, configure_lender, lender_config_of, register_lender
+from tranche.crm import LenderConfig, configure_lender, lender_config_of, register_lender
 
 router = APIRouter(tags=["lenders"])
 ContainerDep = Annotated[Container, Depends(container_of)]
@@ -20,7 +21,7 @@ class NewLender(BaseModel):
 
 
 @router.put("/lenders/{lender_id}", summary="Register a lender (idempotent)")
-def put_lender(lender_id: str, body: NewLender, container: ContainerDep) -> dict[str, Any]:
+def put_lender(lender_id: LenderId, body: NewLender, container: ContainerDep) -> dict[str, Any]:
     with container.engine.begin() as conn:
         created = register_lender(conn, lender_id, body.name, at=container.clock.now())
         version, config = lender_config_of(conn, lender_id)
@@ -33,7 +34,7 @@ def put_lender(lender_id: str, body: NewLender, container: ContainerDep) -> dict
 
 
 @router.get("/lenders/{lender_id}/config", summary="The configuration in force")
-def get_config(lender_id: str, container: ContainerDep) -> dict[str, Any]:
+def get_config(lender_id: LenderId, container: ContainerDep) -> dict[str, Any]:
     with container.engine.connect() as conn:
         version, config = lender_config_of(conn, lender_id)
     return {"lender_id": lender_id, "version": version, "config": config.model_dump(mode="json")}
@@ -42,7 +43,7 @@ def get_config(lender_id: str, container: ContainerDep) -> dict[str, Any]:
 @router.put(
     "/lenders/{lender_id}/config", summary="Change the configuration: a new version, the old ones are kept"
 )
-def put_config(lender_id: str, config: LenderConfig, container: ContainerDep) -> dict[str, Any]:
+def put_config(lender_id: LenderId, config: LenderConfig, container: ContainerDep) -> dict[str, Any]:
     with container.engine.begin() as conn:
         version = configure_lender(conn, lender_id, config, at=container.clock.now(), by="api")
     return {"lender_id": lender_id, "version": version, "config": config.model_dump(mode="json")}

@@ -13,3 +13,9 @@ class UnknownLenderError(NotFoundError, CrmError):
     """No lender is registered under this id: it cannot upload tapes or be configured."""
 
     code = "unknown_lender"
+
+
+class UnknownInvestorError(NotFoundError, CrmError):
+    """No investor is registered under this id: it has no cash, portfolios or statements."""
+
+    code = "unknown_investor"

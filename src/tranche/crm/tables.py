@@ -1,4 +1,4 @@
-"""CRM's tables: lenders and their configuration, which operators change without code.
+"""CRM's tables: lenders and their configuration, which operators change without code, and investors.
 
 Configuration is versioned: every change appends a row; the newest applies; nothing is overwritten.
 """
@@ -23,6 +23,15 @@ lender_config = Table(
     Column("lender_id", String(64), ForeignKey("crm_lenders.lender_id"), primary_key=True),
     Column("version", Integer, primary_key=True),
     Column("config", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(64), nullable=False),
+)
+
+investors = Table(
+    "crm_investors",
+    metadata,
+    Column("investor_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("created_by", String(64), nullable=False),
 )

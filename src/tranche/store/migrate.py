@@ -21,7 +21,7 @@ HEADS = frozenset(
     {
         "assessment_0002",
         "bus_0001",
-        "crm_0001",
+        "crm_0002",
         "intake_0003",
         "ledger_0001",
         "matching_0001",
