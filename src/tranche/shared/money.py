@@ -35,6 +35,10 @@ def _currency_codes() -> frozenset[str]:
     return frozenset(c.alpha_3 for c in pycountry.currencies) - _NOT_LENDABLE
 
 
+# Amounts are stored as signed 64-bit integers of minor units.
+MAX_MINOR = 2**63 - 1
+
+
 def is_currency(code: str) -> bool:
     """True for an ISO 4217 code of a currency that loans can be made in."""
     return code in _currency_codes()
@@ -47,6 +51,16 @@ def minor_exponent(currency: str) -> int:
     return _EXPONENTS.get(currency, 2)
 
 
+def currency_code(value: str, *, field: str = "currency") -> str:
+    """The ISO 4217 code ``value`` names, upper case: every route accepts ``eur`` as ``EUR``, and refuses a
+    code that is not a currency loans can be made in with an error naming ``field``."""
+    code = value.strip().upper()
+    if not is_currency(code):
+        shown = value[:16]
+        raise ValidationError(f"{shown!r} is not an ISO 4217 currency code", field=field)
+    return code
+
+
 def to_minor(value: Decimal, currency: str) -> int:
     """Exact conversion of a major-unit Decimal to minor units; more decimals than allowed is an error."""
     exponent = minor_exponent(currency)
@@ -55,6 +69,10 @@ def to_minor(value: Decimal, currency: str) -> int:
     scaled = value.scaleb(exponent)
     if scaled != scaled.to_integral_value():
         raise ValidationError(f"{value} has more decimals than {currency} allows ({exponent})")
+    if abs(scaled) > MAX_MINOR:
+        raise ValidationError(
+            f"{value} {currency} is too large: amounts are at most {to_major(MAX_MINOR, currency)} {currency}"
+        )
     return int(scaled)
 
 
