@@ -26,6 +26,7 @@ HEADS = frozenset(
         "ledger_0001",
         "matching_0001",
         "pipeline_0001",
+        "store_0001",
         "trading_0001",
     }
 )
