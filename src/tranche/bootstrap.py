@@ -40,7 +40,7 @@ from tranche.shared.clock import Clock, SystemClock
 from tranche.shared.compute import make_compute
 from tranche.shared.ids import new_id
 from tranche.store.engine import create_store_engine
-from tranche.store.migrate import upgrade
+from tranche.store.migrate import prepare_schema
 from tranche.trading.adapters import SqlPortfolioStore
 from tranche.trading.service import TradingService
 
@@ -143,14 +143,15 @@ async def _every(seconds: float, action: Callable[[], object], stop: asyncio.Eve
 
 
 def bootstrap(
-    settings: Settings | None = None, *, clock: Clock | None = None, migrate: bool = True
+    settings: Settings | None = None, *, clock: Clock | None = None, migrate: bool | None = None
 ) -> Container:
+    """Build the process. ``migrate``: None migrates an embedded SQLite file and refuses a PostgreSQL store
+    older than the code (``tranche migrate`` changes it); True migrates; False only checks."""
     settings = settings or Settings.from_env()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     clock = clock or SystemClock()
     engine = create_store_engine(settings.database_url)
-    if migrate:
-        upgrade(engine)
+    prepare_schema(engine, migrate)
     archive = LocalArchive(settings.archive_dir)
     codec = EventCodec(
         intake_events.LoansListed,

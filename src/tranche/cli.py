@@ -34,12 +34,22 @@ def main() -> None:
 
 @main.command()
 def migrate() -> None:
-    """Bring the database named by TRANCHE_DATABASE_URL to the newest schema."""
-    from tranche.bootstrap import bootstrap
+    """Bring the database named by TRANCHE_DATABASE_URL to the newest schema: the one step that changes it,
+    safe to run from several processes at once."""
+    import logging
 
-    container = bootstrap()
-    container.close()
-    click.echo("schema is up to date")
+    from tranche.config import Settings
+    from tranche.store.engine import create_store_engine
+    from tranche.store.migrate import upgrade
+
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    engine = create_store_engine(settings.database_url)
+    try:
+        applied = upgrade(engine)
+    finally:
+        engine.dispose()
+    click.echo("schema migrated to the newest revision" if applied else "schema is up to date")
 
 
 @main.command()

@@ -14,16 +14,22 @@ from tranche.store.ownership import Ownership, Tenure
 def main(url: str, job: str, ttl: float, heartbeat: float) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
     ownership = Ownership(create_store_engine(url), ttl=ttl, heartbeat=heartbeat)
+    printing = threading.Lock()  # two threads print: one line must not run into the other
+
+    def line(text: str) -> None:
+        with printing:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
 
     def say(what: str) -> object:
         def report(tenure: Tenure) -> None:
-            print(what, tenure.epoch, flush=True)
+            line(f"{what} {tenure.epoch}")
 
         return report
 
     ownership.claim(job, on_acquired=say("owner"), on_lost=say("lost"))
     ownership.start()
-    print("started", ownership.owner, flush=True)
+    line(f"started {ownership.owner}")
     threading.Event().wait()
 
 

@@ -52,6 +52,21 @@ def larger_cache(conn: Connection, kib: int) -> Iterator[None]:
         conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
 
 
+POSTGRES_CONNECT_ARGS: dict[str, Any] = {
+    # A server that is down answers at once; one that is unreachable must not hang a worker for minutes.
+    "connect_timeout": 5,
+    # A dead peer is noticed in about 10 s (5 s idle, then 3 probes 2 s apart) rather than the kernel's two
+    # hours: the server frees a dead owner's advisory locks (tranche.store.ownership), and a process whose
+    # server vanished gets an error instead of waiting on a socket.
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+"""libpq settings of every PostgreSQL connection."""
+
+
 def create_store_engine(url: str, **kwargs: Any) -> Engine:
     """An Engine for ``sqlite:///path`` or ``postgresql+psycopg://...``.
 
@@ -118,6 +133,9 @@ def create_store_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     if parsed.get_backend_name() == "postgresql":
+        connect_args = dict(POSTGRES_CONNECT_ARGS)
+        connect_args.update(kwargs.pop("connect_args", {}))
+        kwargs["connect_args"] = connect_args
         if "poolclass" not in kwargs:
             kwargs.setdefault("pool_size", 10)
             kwargs.setdefault("max_overflow", 10)
