@@ -13,6 +13,7 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TypeAlias
 
 from sqlalchemy import Connection, Engine
 
@@ -20,6 +21,7 @@ from tranche.assessment.projectors import CashflowProjector, make_cashflow_proje
 from tranche.assessment.stage import ASSESS, AssessStage
 from tranche.bus import Bus, EventCodec, Message, connect
 from tranche.bus.outbox import OutboxRelay, add_to_outbox
+from tranche.bus.owned import OwnedSubscriber
 from tranche.config import Settings
 from tranche.intake import events as intake_events
 from tranche.intake.archive import Archive, LocalArchive
@@ -41,8 +43,12 @@ from tranche.shared.compute import make_compute
 from tranche.shared.ids import new_id
 from tranche.store.engine import create_store_engine
 from tranche.store.migrate import prepare_schema
+from tranche.store.ownership import Claim, Ownership, Tenure, owner_of
 from tranche.trading.adapters import SqlPortfolioStore
 from tranche.trading.service import TradingService
+
+
+Publish: TypeAlias = Callable[[Connection, str, object], None]
 
 
 @dataclass
@@ -60,10 +66,12 @@ class Container:
     """What a running tranche process is made of; built only by :func:`bootstrap`, read by everything else.
 
     ``market`` is set only in the process that holds the market role (the matcher's books live there).
+    ``ownership`` holds this process's claims on singleton jobs (the relay, the matcher, the drift timer).
     """
 
     settings: Settings
     engine: Engine
+    ownership: Ownership
     clock: Clock
     archive: Archive
     intake: Intake
@@ -86,13 +94,17 @@ class Container:
         add_to_outbox(conn, topic, event, codec=self.codec, now=self.clock.now())
 
     async def start_messaging(self) -> None:
-        """Connect the bus, subscribe every context's handlers, and start relaying the outbox."""
+        """Connect the bus, subscribe every context's handlers, take up this process's singleton jobs (or
+        stand by for them), and start relaying the outbox (while this process owns the relay)."""
+        await asyncio.to_thread(self.ownership.start)
         await self.bus.start()
         for subscribe in self.subscribers:
             await subscribe(self.bus)
         life = self._lifecycle
         life.stop = asyncio.Event()
-        relay = OutboxRelay(self.engine, self.bus, clock=self.clock)
+        relay = OutboxRelay(
+            self.engine, self.bus, clock=self.clock, claim=self.ownership.claim("outbox-relay")
+        )
         life.relay_task = asyncio.create_task(relay.run(life.stop), name="outbox-relay")
         life.timer_tasks = [
             asyncio.create_task(_every(seconds, action, life.stop), name=f"timer-{action}")
@@ -106,7 +118,11 @@ class Container:
             for task in [life.relay_task, *life.timer_tasks]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        for subscriber in self.subscribers:
+            if isinstance(subscriber, OwnedSubscriber):
+                await subscriber.close()
         await self.bus.close()
+        await asyncio.to_thread(self.ownership.stop)
 
     def start_workers(self) -> None:
         """Run the pipeline stages on background threads of this process (when it has the pipeline role)."""
@@ -127,6 +143,53 @@ class Container:
         self.intake_stages.compute.close()
         self.projector.close()
         self.engine.dispose()
+
+
+def _fenced(ownership: Ownership, claim: Claim, publish: Publish) -> Publish:
+    """``publish`` that first checks, in the same transaction, that this process still owns ``claim``'s job
+    (once ownership runs: a process that never starts messaging is alone, as a one-off command is)."""
+
+    def fenced(conn: Connection, topic: str, event: object) -> None:
+        if ownership.running:
+            claim.fence(conn)
+        publish(conn, topic, event)
+
+    return fenced
+
+
+def _while_owned(claim: Claim, action: Callable[[], object]) -> Callable[[], object]:
+    def owned() -> object:
+        return action() if claim.held else None
+
+    return owned
+
+
+def _epoch_of(conn: Connection, job: str) -> int:
+    from sqlalchemy import select
+
+    from tranche.store.tables import job_owners
+
+    return int(conn.execute(select(job_owners.c.epoch).where(job_owners.c.job == job)).scalar() or 0)
+
+
+def _rebuild_unless_fresh(
+    market: LockedMarketplace, record: SqlMatchingRecord, *, built_when_free_at: tuple[Tenure | None, int]
+) -> Callable[[Tenure], None]:
+    """On taking the market over: rebuild the books from the store, unless they were built while nobody
+    owned the market and this is the first tenure since (the embedded start: nothing changed them)."""
+    holder, epoch = built_when_free_at
+
+    def prepare(tenure: Tenure) -> None:
+        if holder is None and tenure.epoch == epoch + 1:
+            return
+        logging.getLogger(__name__).info(
+            "market: rebuilding the books from the store (epoch %d)", tenure.epoch
+        )
+        with market.lock:
+            market.matching = MatchingService.rebuild(record)
+            market.resync()
+
+    return prepare
 
 
 async def _every(seconds: float, action: Callable[[], object], stop: asyncio.Event) -> None:
@@ -201,26 +264,40 @@ def bootstrap(
         overrides=overrides_from_env(os.environ),
         partitions=settings.lenders,
     )
+    ownership = Ownership(engine, ttl=settings.ownership_ttl, heartbeat=settings.ownership_heartbeat)
     ledger = LedgerService(engine, clock, drift_window=timedelta(seconds=settings.drift_window_seconds))
     trading = TradingService(SqlPortfolioStore(engine), clock)
     subscribers: list[Callable[[Bus], Awaitable[None]]] = []
     timers: list[tuple[float, Callable[[], object]]] = []
     if "ledger" in settings.roles:
         handlers = LedgerHandlers(ledger)
-        settlement = SettlementNode(engine, handlers, publish)
+        # The drift timer is a singleton job: it runs in the process that owns it.
+        drift = ownership.claim("ledger-drift")
+        settlement = SettlementNode(engine, handlers, _fenced(ownership, drift, publish))
         subscribers.append(matching_subscriber(handlers, codec, "match.#"))
         subscribers.append(settlement.subscriber(codec))
-        timers.append((1.0, settlement.tick))
+        timers.append((1.0, _while_owned(drift, settlement.tick)))
     market: LockedMarketplace | None = None
     if "market" in settings.roles:
-        # The matcher's books live in this process only: one process of the deployment has this role.
-        matching = MatchingService.rebuild(SqlMatchingRecord(engine, publish=publish))
-        market = LockedMarketplace(trading, matching, settle=True)
+        # The matcher's books live in the one process that owns the job "market"; other market processes
+        # stand by and rebuild the books from the store when they take over.
+        claim = ownership.claim("market")
+        record = SqlMatchingRecord(engine, publish=_fenced(ownership, claim, publish))
+        with engine.connect() as conn:
+            before = owner_of(conn, "market"), _epoch_of(conn, "market")
+        market = LockedMarketplace(trading, MatchingService.rebuild(record), settle=True)
         market.resync()
-        subscribers.append(MarketNode(engine, market).subscriber(codec))
+        subscribers.append(
+            OwnedSubscriber(
+                claim,
+                MarketNode(engine, market).subscriber(codec),
+                prepare=_rebuild_unless_fresh(market, record, built_when_free_at=before),
+            )
+        )
     container = Container(
         settings=settings,
         engine=engine,
+        ownership=ownership,
         clock=clock,
         archive=archive,
         intake=Intake(engine, archive, clock),

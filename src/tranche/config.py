@@ -16,20 +16,33 @@ TRANCHE_WORKERS           worker loops per stage in this process       ``1``
 TRANCHE_SLICE_SIZE        loans per unit of pipeline work              ``1000``
 TRANCHE_LENDERS           lenders this process works for (comma        (empty: all)
                           separated); partitions work by lender
-TRANCHE_PARSE_PROCESSES   processes that decode and validate tapes     the number of cores (0 on one core)
-                          (0: on the worker threads themselves)
-TRANCHE_ROLES             what this process does, of api, pipeline,    all four
-                          market (the matcher: one process only),
-                          ledger
+TRANCHE_PARSE_PROCESSES   processes that decode and validate tapes,    the number of cores (0 on one core)
+                          a budget shared by every tranche process of
+                          the host (0: on the worker threads)
+TRANCHE_ROLES             what this process does, of api, pipeline,    ``tranche serve``: all four;
+                          market (the matcher), ledger                 ``serve --no-workers``: api;
+                                                                       ``tranche worker``: pipeline,
+                                                                       market, ledger
 TRANCHE_DRIFT_WINDOW      seconds over which the ledger folds a        ``30``
                           portfolio's changes into one notification
+TRANCHE_OWNERSHIP_TTL     seconds after which a standby replaces an    ``15``
+                          owner of a singleton job that stopped
+                          renewing (a killed owner is replaced sooner
+                          on PostgreSQL, see tranche.store.ownership)
+TRANCHE_OWNERSHIP_        seconds between an owner's renewals and a    ``1``
+HEARTBEAT                 standby's attempts
+TRANCHE_OPS_HOST,         where a worker without the API serves        ``127.0.0.1``, ``9100`` (0: none)
+TRANCHE_OPS_PORT          /health, /ready and /metrics
+TRANCHE_RUN_DIR           lock files the processes of one host share   ``<temp dir>/tranche``
+                          (the parse budget)
 ========================  ===========================================  =====================================
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +59,21 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValidationError(f"{name}={raw!r} is not an integer", field=name) from None
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValidationError(f"{name}={raw!r} is not a number", field=name) from None
+
+
 ROLES = ("api", "pipeline", "market", "ledger")
+WORKER_ROLES = ("pipeline", "market", "ledger")
+"""What ``tranche worker`` does unless ``TRANCHE_ROLES`` says otherwise: every role but the API. Each
+singleton job of a role (the matcher, the drift timer, the relay) has one owner in the deployment, so a
+second worker is a standby for them, never a second matcher."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +92,18 @@ class Settings:
     parse_processes: int = 0
     roles: frozenset[str] = frozenset(ROLES)
     drift_window_seconds: int = 30
+    ownership_ttl: float = 15.0
+    ownership_heartbeat: float = 1.0
+    ops_host: str = "127.0.0.1"
+    ops_port: int = 9100
+    run_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "tranche")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, default_roles: Iterable[str] = ROLES
+    ) -> Settings:
+        """The settings of ``env`` (the process's environment by default); ``default_roles`` are the roles
+        when ``TRANCHE_ROLES`` is unset, which depend on the command (see :data:`WORKER_ROLES`)."""
         env = os.environ if env is None else env
         defaults = cls()
         lenders = env.get("TRANCHE_LENDERS", "")
@@ -82,14 +118,19 @@ class Settings:
             slice_size=_int(env, "TRANCHE_SLICE_SIZE", defaults.slice_size),
             lenders=frozenset(x.strip() for x in lenders.split(",") if x.strip()),
             parse_processes=_int(env, "TRANCHE_PARSE_PROCESSES", _default_parse_processes()),
-            roles=_roles(env.get("TRANCHE_ROLES", "")),
+            roles=_roles(env.get("TRANCHE_ROLES", ""), default_roles),
             drift_window_seconds=_int(env, "TRANCHE_DRIFT_WINDOW", defaults.drift_window_seconds),
+            ownership_ttl=_float(env, "TRANCHE_OWNERSHIP_TTL", defaults.ownership_ttl),
+            ownership_heartbeat=_float(env, "TRANCHE_OWNERSHIP_HEARTBEAT", defaults.ownership_heartbeat),
+            ops_host=env.get("TRANCHE_OPS_HOST") or defaults.ops_host,
+            ops_port=_int(env, "TRANCHE_OPS_PORT", defaults.ops_port),
+            run_dir=Path(env.get("TRANCHE_RUN_DIR") or defaults.run_dir),
         )
 
 
-def _roles(raw: str) -> frozenset[str]:
+def _roles(raw: str, default: Iterable[str]) -> frozenset[str]:
     if not raw.strip():
-        return frozenset(ROLES)
+        return frozenset(default)
     roles = frozenset(r.strip() for r in raw.split(",") if r.strip())
     unknown = roles - set(ROLES)
     if unknown:

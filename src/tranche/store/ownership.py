@@ -286,10 +286,20 @@ class Ownership:
             self._claims[job] = claim
             return claim
 
+    def get(self, job: str) -> Claim | None:
+        """This process's claim on ``job``, if it made one."""
+        with self._guard:
+            return self._claims.get(job)
+
     @property
     def claims(self) -> list[Claim]:
         with self._guard:
             return list(self._claims.values())
+
+    @property
+    def running(self) -> bool:
+        """Whether :meth:`start` was called (and :meth:`stop` not since)."""
+        return self._thread is not None
 
     def states(self) -> list[ClaimState]:
         return [claim.state() for claim in self.claims]
