@@ -41,12 +41,12 @@ from tranche.settlement import SettlementNode
 from tranche.shared.clock import Clock, SystemClock
 from tranche.shared.compute import make_compute
 from tranche.shared.ids import new_id
+from tranche.shared.metrics import Metrics
 from tranche.store.engine import create_store_engine
 from tranche.store.migrate import prepare_schema
 from tranche.store.ownership import Claim, Ownership, Tenure, owner_of
 from tranche.trading.adapters import SqlPortfolioStore
 from tranche.trading.service import TradingService
-
 
 Publish: TypeAlias = Callable[[Connection, str, object], None]
 
@@ -72,6 +72,7 @@ class Container:
     settings: Settings
     engine: Engine
     ownership: Ownership
+    metrics: Metrics
     clock: Clock
     archive: Archive
     intake: Intake
@@ -96,15 +97,15 @@ class Container:
     async def start_messaging(self) -> None:
         """Connect the bus, subscribe every context's handlers, take up this process's singleton jobs (or
         stand by for them), and start relaying the outbox (while this process owns the relay)."""
+        # Every process can relay the outbox: one owns the job, the others stand by.
+        relaying = self.ownership.get("outbox-relay") or self.ownership.claim("outbox-relay")
         await asyncio.to_thread(self.ownership.start)
         await self.bus.start()
         for subscribe in self.subscribers:
             await subscribe(self.bus)
         life = self._lifecycle
         life.stop = asyncio.Event()
-        relay = OutboxRelay(
-            self.engine, self.bus, clock=self.clock, claim=self.ownership.claim("outbox-relay")
-        )
+        relay = OutboxRelay(self.engine, self.bus, clock=self.clock, claim=relaying)
         life.relay_task = asyncio.create_task(relay.run(life.stop), name="outbox-relay")
         life.timer_tasks = [
             asyncio.create_task(_every(seconds, action, life.stop), name=f"timer-{action}")
@@ -298,6 +299,7 @@ def bootstrap(
         settings=settings,
         engine=engine,
         ownership=ownership,
+        metrics=Metrics(),
         clock=clock,
         archive=archive,
         intake=Intake(engine, archive, clock),

@@ -52,21 +52,51 @@ def migrate() -> None:
     click.echo("schema migrated to the newest revision" if applied else "schema is up to date")
 
 
+def _bootstrap(default_roles: tuple[str, ...]) -> Any:
+    """The process's container, or a clean exit naming what to do when the store's schema is behind."""
+    from tranche.bootstrap import bootstrap
+    from tranche.config import Settings
+    from tranche.store.migrate import SchemaOutdatedError
+
+    try:
+        return bootstrap(Settings.from_env(default_roles=default_roles))
+    except SchemaOutdatedError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _announce(container: Any, what: str) -> None:
+    import logging
+
+    logging.getLogger("tranche").info(
+        "%s starting: roles %s, store %s, bus %s, owner id %s",
+        what,
+        ",".join(sorted(container.settings.roles)),
+        container.engine.url.render_as_string(hide_password=True),
+        container.settings.bus_url.split("@")[-1],
+        container.ownership.owner,
+    )
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option(
-    "--workers/--no-workers", default=True, show_default=True, help="run the pipeline stages in this process"
+    "--workers/--no-workers",
+    default=True,
+    show_default=True,
+    help="run the pipeline stages and event handlers in this process (without: the API alone, unless "
+    "TRANCHE_ROLES says otherwise)",
 )
 def serve(host: str, port: int, workers: bool) -> None:
     """Run the API and the workers in one process (the embedded default)."""
     import uvicorn
 
     from tranche.api.app import create_app
-    from tranche.bootstrap import bootstrap
+    from tranche.config import ROLES
     from tranche.process import tune_for_workers
 
-    container = bootstrap()
+    container = _bootstrap(ROLES if workers else ("api",))
+    _announce(container, "serve")
     if workers:
         tune_for_workers()
         container.start_workers()
@@ -80,15 +110,17 @@ def serve(host: str, port: int, workers: bool) -> None:
 
 @main.command()
 def worker() -> None:
-    """Run only the pipeline stages and event handlers (no API): one of several worker processes, partitioned
-    by TRANCHE_LENDERS."""
+    """Run the workers without the API: by default the roles pipeline, market and ledger (TRANCHE_ROLES
+    chooses), each singleton job owned by one process of the deployment and stood by for in the others.
+    /health, /ready and /metrics are served on TRANCHE_OPS_HOST:TRANCHE_OPS_PORT."""
     import asyncio
     import signal
 
-    from tranche.bootstrap import bootstrap
+    from tranche.config import WORKER_ROLES
     from tranche.process import tune_for_workers
 
-    container = bootstrap()
+    container = _bootstrap(WORKER_ROLES)
+    _announce(container, "worker")
     tune_for_workers()
 
     async def run() -> None:
@@ -96,16 +128,60 @@ def worker() -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
+        ops, sock = _ops_server(container)
+        serving = asyncio.create_task(ops.serve([sock]), name="ops") if ops is not None else None
         await container.start_messaging()
         container.start_workers()
         click.echo("worker running; SIGTERM to stop")
         await stop.wait()
         await container.stop_messaging()
+        if ops is not None and serving is not None:
+            ops.should_exit = True
+            await serving
 
     try:
         asyncio.run(run())
     finally:
         container.close()
+
+
+def _ops_server(container: Any) -> tuple[Any, Any]:
+    """uvicorn serving /health, /ready and /metrics on the ops port, and its bound socket (None, None when
+    TRANCHE_OPS_PORT is 0). A port already taken stops the worker with a message naming the variable."""
+    import contextlib
+    import socket
+
+    import uvicorn
+
+    from tranche.api.ops import create_ops_app
+
+    settings = container.settings
+    if not settings.ops_port:
+        return None, None
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.ops_host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.ops_host, settings.ops_port))
+    except OSError as error:
+        sock.close()
+        raise click.ClickException(
+            f"cannot serve /health, /ready and /metrics on {settings.ops_host}:{settings.ops_port} ({error}); "
+            "give each worker of a host its own TRANCHE_OPS_PORT (0: none)"
+        ) from None
+
+    class OpsServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            yield  # the worker handles SIGTERM and SIGINT itself
+
+    config = uvicorn.Config(
+        create_ops_app(container),
+        host=settings.ops_host,
+        port=settings.ops_port,
+        log_level="warning",
+        access_log=False,
+    )
+    return OpsServer(config), sock
 
 
 def _content_type(path: Path, fmt: str | None) -> str:

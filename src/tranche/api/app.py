@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from tranche import __version__
 from tranche.api.errors import install_error_handlers
@@ -41,9 +42,17 @@ def create_app(container: Container) -> FastAPI:
     app.state.container = container
     install_error_handlers(app)
 
-    @app.get("/v1/health", tags=["ops"])
-    def health() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
+    from tranche.api import ops
+
+    app.include_router(ops.router)
+
+    @app.get("/v1/health", tags=["ops"], responses={503: {"description": "the store or the broker is away"}})
+    async def health() -> JSONResponse:
+        """Readiness, as ``/ready``: 503 with ``Retry-After`` while the store or the broker is unreachable."""
+        ready, body = await ops.readiness(container)
+        if ready:
+            return JSONResponse(body)
+        return JSONResponse(body, status_code=503, headers={"Retry-After": str(ops.RETRY_AFTER_SECONDS)})
 
     for router in _routers():
         app.include_router(router, prefix="/v1")

@@ -8,6 +8,8 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from tranche.assessment.errors import (
     InvalidRiskRulesError,
@@ -38,6 +40,7 @@ from tranche.shared.errors import (
     TrancheError,
     ValidationError,
 )
+from tranche.store.ownership import OwnershipLostError
 from tranche.trading.errors import PortfolioClosedError
 
 # Most specific class first: the first isinstance match wins.
@@ -66,7 +69,11 @@ STATUS_BY_ERROR: list[tuple[type[TrancheError], int]] = [
     (InvalidOfferError, 422),
     (OverdraftError, 409),
     (UnbalancedLedgerError, 500),
+    (OwnershipLostError, 503),
 ]
+
+STORE_RETRY_AFTER_SECONDS = 5
+"""``Retry-After`` of a 503 while the store is away: about one reconnection pause."""
 
 
 def status_for(error: TrancheError) -> int:
@@ -80,6 +87,19 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TrancheError)
     async def _tranche_error(_request: Request, exc: TrancheError) -> JSONResponse:
         return JSONResponse({"error": exc.as_dict()}, status_code=status_for(exc))
+
+    async def _store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError | InterfaceError):
+            if not exc.connection_invalidated:
+                raise exc
+        # The driver's message can name hosts and statements: the client is told only what to do.
+        body = {"code": "store_unavailable", "message": "the store is unreachable; try again shortly"}
+        return JSONResponse(
+            {"error": body}, status_code=503, headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)}
+        )
+
+    for unreachable in (OperationalError, InterfaceError, PoolTimeoutError, DBAPIError):
+        app.add_exception_handler(unreachable, _store_unavailable)
 
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -42,6 +42,16 @@ class Bus(ABC):
     async def close(self) -> None:
         """Stop every subscription and disconnect; unsettled deliveries go back to their queues."""
 
+    @property
+    def connected(self) -> bool:
+        """Whether the bus can carry messages now (for RabbitMQ: the broker is reachable)."""
+        return True
+
+    async def backlog(self) -> dict[str, int]:
+        """How many messages wait in each durable queue this bus consumes from (its subscription groups and
+        work queues): the consumers' lag."""
+        return {}
+
     async def __aenter__(self) -> Bus:
         await self.start()
         return self

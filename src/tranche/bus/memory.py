@@ -240,6 +240,10 @@ class InProcessBus(Bus):
         self._private = 0
         self._open = False
 
+    @property
+    def connected(self) -> bool:
+        return self._open
+
     async def start(self) -> None:
         self._open = True
 

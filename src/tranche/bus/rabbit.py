@@ -239,8 +239,20 @@ class _RabbitConsumer(Subscription):
         if channel is not None:
             with contextlib.suppress(Exception):
                 await channel.close()
-        if self.active:
-            await self.open()
+        pause = self.bus.reconnect_interval
+        while self.active:
+            try:
+                await self.open()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                # The broker may be away: the consumer must come back with it, not die here.
+                log.warning(
+                    "could not reopen the consumer of %s (%s); again in %.1f s", self.queue_name, error, pause
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10.0)
 
     async def cancel(self) -> None:
         if not self.active:
@@ -290,10 +302,60 @@ class RabbitBus(Bus):
             raise BusClosedError("the bus is not started (or already closed)")
         return self._connection
 
+    @property
+    def connected(self) -> bool:
+        connection = self._connection
+        return connection is not None and not connection.is_closed and connection.connected.is_set()
+
+    async def backlog(self) -> dict[str, int]:
+        names = sorted({c.queue_name for c in self._consumers if c.declare.get("durable")})
+        if not names:
+            return {}
+        found: dict[str, int] = {}
+        channel = await self.connection.channel()
+        try:
+            for name in names:
+                queue = await channel.declare_queue(name, passive=True)
+                found[name] = int(queue.declaration_result.message_count or 0)
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+        return found
+
+    async def _connect(self) -> AbstractRobustConnection:
+        """Connect, waiting for a broker that is not up yet (with a growing pause, up to 10 s); once
+        connected, the robust connection reconnects by itself and restores channels, queues and consumers."""
+        pause = self.reconnect_interval
+        waiting = False
+        while True:
+            try:
+                connection = await aio_pika.connect_robust(
+                    self.url, reconnect_interval=self.reconnect_interval
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if not waiting:
+                    log.warning("waiting for the broker at %s (%s)", self._safe_url, error)
+                    waiting = True
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10.0)
+                continue
+            if waiting:
+                log.info("connected to the broker at %s", self._safe_url)
+            return connection
+
+    @property
+    def _safe_url(self) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.hostname}:{parts.port or 5672}{parts.path}"
+
     async def start(self) -> None:
         if self._connection is not None:
             return
-        connection = await aio_pika.connect_robust(self.url, reconnect_interval=self.reconnect_interval)
+        connection = await self._connect()
         self._connection = connection
         self._channel = await connection.channel(publisher_confirms=True)
         self._request_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
