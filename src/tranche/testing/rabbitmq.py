@@ -146,6 +146,13 @@ class RabbitNode:
             raise ServerUnavailable(f"rabbitmqctl {' '.join(args)} failed: {result.stderr or result.stdout}")
         return result
 
+    def add_vhost(self, name: str) -> str:
+        """Create the virtual host ``name`` (guest may use it) and return its URL: a private namespace of
+        exchanges and queues on the shared node, such as one deployment of a test's own."""
+        self.ctl("add_vhost", name)
+        self.ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/{name}"
+
     def start(self) -> RabbitNode:
         if self._tmp is None:
             self._tmp = Path(tempfile.mkdtemp(prefix="tranche-rabbit-"))
