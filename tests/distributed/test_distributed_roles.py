@@ -112,6 +112,9 @@ async def test_the_relay_and_the_api_ride_out_a_postgresql_restart_and_a_broker_
     await asyncio.to_thread(cluster.wait_ready)
     events.write(20)
     await events.all_seen(30)
+    # The relay marks a batch published right after the broker confirms it; a crash before the mark commits
+    # would publish that batch again (at least once), which is not what this test is about.
+    await asyncio.sleep(1.0)
 
     restarting = asyncio.create_task(asyncio.to_thread(cluster.restart_postgres, 6.0))
     await asyncio.sleep(2.0)
@@ -128,8 +131,9 @@ async def test_the_relay_and_the_api_ride_out_a_postgresql_restart_and_a_broker_
     events.write(20)
     await events.all_seen(60)
     assert api.alive and ledger.alive
-    relay = owner_among([api, ledger], "outbox-relay")
-    assert "waiting for the database" in relay.log()
+    owner_among([api, ledger], "outbox-relay")
+    for process in (api, ledger):
+        assert "the store is unreachable" in process.log() and "the store is reachable again" in process.log()
 
     await asyncio.to_thread(cluster.restart_rabbit)
     events.write(20)

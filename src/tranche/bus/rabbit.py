@@ -66,6 +66,12 @@ from tranche.bus.message import (
 )
 
 log = logging.getLogger("tranche.bus")
+# aiormq logs an ERROR with a traceback for every failed reconnection attempt (one a second while the broker
+# is down); the bus says once that it waits, and again when it is back.
+logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)
+logging.getLogger("aio_pika.robust_connection").setLevel(logging.ERROR)
+# ... and an ERROR for each channel whose close callback finds the transport gone while it reconnects.
+logging.getLogger("aio_pika.tools").setLevel(logging.CRITICAL)
 
 _BROKER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason")
 _PUBLISH_WINDOW = 500  # confirms in flight at once in publish_many
@@ -293,6 +299,7 @@ class RabbitBus(Bus):
         self._consumers: set[_RabbitConsumer] = set()
         self._pending: dict[str, asyncio.Queue[AbstractIncomingMessage]] = {}
         self._reply_queue_name = f"tranche.reply.{uuid.uuid4().hex}"
+        self._lost = False  # the connection dropped and has not come back yet
 
     # connection
 
@@ -356,6 +363,8 @@ class RabbitBus(Bus):
         if self._connection is not None:
             return
         connection = await self._connect()
+        connection.close_callbacks.add(self._on_connection_lost)
+        connection.reconnect_callbacks.add(self._on_reconnected)
         self._connection = connection
         self._channel = await connection.channel(publisher_confirms=True)
         self._request_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -370,15 +379,29 @@ class RabbitBus(Bus):
         )
         await replies.consume(self._on_reply, no_ack=True)
 
+    def _on_connection_lost(self, _sender: object, error: BaseException | None = None) -> None:
+        if self._connection is not None and error is not None and not self._lost:
+            self._lost = True
+            log.warning(
+                "lost the broker at %s (%s); reconnecting every %ss",
+                self._safe_url,
+                str(error) or type(error).__name__,
+                self.reconnect_interval,
+            )
+
+    def _on_reconnected(self, _sender: object) -> None:
+        self._lost = False
+        log.info("reconnected to the broker at %s; queues and consumers restored", self._safe_url)
+
     async def close(self) -> None:
         for consumer in list(self._consumers):
             await consumer.cancel()
         for waiting in self._pending.values():
             waiting.put_nowait(None)  # type: ignore[arg-type]
-        if self._connection is not None:
+        connection, self._connection = self._connection, None  # a close of ours is no loss to report
+        if connection is not None:
             with contextlib.suppress(Exception):
-                await self._connection.close()
-        self._connection = None
+                await connection.close()
 
     def forget(self, consumer: _RabbitConsumer) -> None:
         self._consumers.discard(consumer)

@@ -111,7 +111,7 @@ class RoleProcess:
             response = self.get("/ready", timeout=3)
         except httpx.HTTPError:
             return None
-        return response.json() if response.status_code == 200 else None  # type: ignore[no-any-return]
+        return response.json() if response.status_code == 200 else None
 
     def wait_ready(self, timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
