@@ -237,7 +237,7 @@ def bootstrap(
         return codec.to_message(event, topic, message_id=new_id("evt"))
 
     # Decoding tapes and projecting cash flows run in this pool of processes, so that a tape uses every core.
-    compute = make_compute(settings.parse_processes)
+    compute = make_compute(settings.parse_processes, run_dir=settings.run_dir)
     projector = make_cashflow_projector(settings.cashflow_url)
     assess = AssessStage(
         engine, projector, clock, load_for_assessment, report_errors=report_refused, compute=compute

@@ -38,7 +38,9 @@ class Events:
         with self.engine.begin() as conn:
             for _ in range(n):
                 index = len(self.written)
-                self.written.append(add_to_outbox(conn, f"probe.{index}.happened", Message.of_json({"n": index})))
+                self.written.append(
+                    add_to_outbox(conn, f"probe.{index}.happened", Message.of_json({"n": index}))
+                )
 
     async def handle(self, message: Message) -> None:
         self.seen[message.message_id] += 1
@@ -156,7 +158,9 @@ def test_a_second_market_worker_stands_by_and_takes_over_when_the_owner_is_kille
     vhost = urlsplit(cluster.bus_url).path.lstrip("/")
     assert cluster.rabbit is not None
     consumers = cluster.rabbit.ctl("list_consumers", "-p", vhost, "queue_name", "--no-table-headers").stdout
-    assert [line.strip() for line in consumers.splitlines()].count("market") == 1, "the standby does not consume"
+    assert [line.strip() for line in consumers.splitlines()].count("market") == 1, (
+        "the standby does not consume"
+    )
 
     first.kill()
     killed = time.monotonic()

@@ -224,7 +224,9 @@ def test_a_standby_process_takes_over_within_seconds_when_the_owner_is_killed(
     killed = time.monotonic()
     second = int(standby.expect("owner", 10).split()[1])
     assert second == first + 1
-    assert time.monotonic() - killed < 3.0, "a killed owner's lock frees at once; a heartbeat later it is taken"
+    assert time.monotonic() - killed < 3.0, (
+        "a killed owner's lock frees at once; a heartbeat later it is taken"
+    )
     with postgres_engine.begin() as conn, pytest.raises(OwnershipLostError):
         fence(conn, Tenure("outbox-relay", first, "whoever"))
 

@@ -89,9 +89,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": exc.as_dict()}, status_code=status_for(exc))
 
     async def _store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError | InterfaceError):
-            if not exc.connection_invalidated:
-                raise exc
+        if (
+            isinstance(exc, DBAPIError)
+            and not isinstance(exc, OperationalError | InterfaceError)
+            and not exc.connection_invalidated
+        ):
+            raise exc
         # The driver's message can name hosts and statements: the client is told only what to do.
         body = {"code": "store_unavailable", "message": "the store is unreachable; try again shortly"}
         return JSONResponse(

@@ -140,7 +140,9 @@ class RoleProcess:
             if seen is not None and seen["state"] == state:
                 return seen
             time.sleep(0.1)
-        raise TimeoutError(f"{self.name}: {job} not {state} within {timeout}s (last {seen}):\n{self.log()[-3000:]}")
+        raise TimeoutError(
+            f"{self.name}: {job} not {state} within {timeout}s (last {seen}):\n{self.log()[-3000:]}"
+        )
 
     @property
     def exit_code(self) -> int | None:
@@ -262,7 +264,17 @@ class Cluster:
             " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
         log = server.data_dir.parent / "log"
-        run(str(server.bin / "pg_ctl"), "-D", str(server.data_dir), "-l", str(log), "-o", options, "-w", "start")
+        run(
+            str(server.bin / "pg_ctl"),
+            "-D",
+            str(server.data_dir),
+            "-l",
+            str(log),
+            "-o",
+            options,
+            "-w",
+            "start",
+        )
 
     def close(self) -> None:
         for role in self.processes.values():
