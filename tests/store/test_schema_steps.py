@@ -114,7 +114,7 @@ def test_migrate_run_by_several_processes_at_once_on_an_empty_database_succeeds_
         for _ in range(3)
     ]
     outputs = [run.communicate(timeout=240) for run in runs]
-    for run, (out, err) in zip(runs, outputs, strict=True):
+    for run, (_out, err) in zip(runs, outputs, strict=True):
         assert run.returncode == 0, err
     said = sorted(out.strip() for out, _ in outputs)
     assert said.count("schema migrated to the newest revision") == 1
