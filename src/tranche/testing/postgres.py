@@ -5,6 +5,7 @@ Debian's ``postgresql`` package creates). ``scripts/ensure-servers`` installs th
 
     with PostgresServer() as pg:
         url = pg.create_database("t1")   # postgresql+psycopg://postgres@127.0.0.1:PORT/t1
+        pg.restart(down_seconds=2)       # the same server, data and port: clients see an outage
 """
 
 from __future__ import annotations
@@ -73,28 +74,45 @@ class PostgresServer:
                 "UTF8",
                 "--no-sync",
             )
-            options = (
-                f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self._tmp}"
-                " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-            )
-            self._run(
-                str(self.bin / "pg_ctl"),
-                "-D",
-                str(self.data_dir),
-                "-l",
-                str(Path(self._tmp, "log")),
-                "-o",
-                options,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            )
+            self._pg_ctl_start()
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             detail = getattr(exc, "stderr", "") or ""
             self.stop()
             raise ServerUnavailable(f"PostgreSQL did not start: {detail.strip()}") from exc
         return self
+
+    def _pg_ctl_start(self) -> None:
+        assert self._tmp is not None
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self._tmp}"
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(Path(self._tmp, "log")),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
+    def restart(self, *, down_seconds: float = 0.0, mode: str = "immediate") -> None:
+        """Stop the server (``mode`` as ``pg_ctl stop -m``: ``immediate`` drops every connection at once, like
+        a crash), stay down ``down_seconds``, and start it again on the same port with the same data."""
+        if self._tmp is None:
+            raise ServerUnavailable("the server was never started")
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop")
+        time.sleep(down_seconds)
+        try:
+            self._pg_ctl_start()
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            detail = getattr(exc, "stderr", "") or ""
+            raise ServerUnavailable(f"PostgreSQL did not start again: {detail.strip()}") from exc
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
