@@ -263,8 +263,13 @@ def bootstrap(
         list(pipelines),
         clock=clock,
         overrides=overrides_from_env(os.environ),
-        partitions=settings.lenders,
+        name=settings.worker_name,
     )
+    if settings.lenders:
+        logging.getLogger(__name__).warning(
+            "TRANCHE_LENDERS is ignored: every pipeline worker serves every lender; pin a lender to a worker "
+            "at run time instead (PUT /v1/pipeline/pins/{lender})"
+        )
     ownership = Ownership(engine, ttl=settings.ownership_ttl, heartbeat=settings.ownership_heartbeat)
     ledger = LedgerService(engine, clock, drift_window=timedelta(seconds=settings.drift_window_seconds))
     trading = TradingService(SqlPortfolioStore(engine), clock)

@@ -14,8 +14,10 @@ TRANCHE_CASHFLOW_URL      external cash-flow service; empty: built-in  (empty)
 TRANCHE_LOG_LEVEL         logging level                                ``INFO``
 TRANCHE_WORKERS           worker loops per stage in this process       ``1``
 TRANCHE_SLICE_SIZE        loans per unit of pipeline work              ``1000``
-TRANCHE_LENDERS           lenders this process works for (comma        (empty: all)
-                          separated); partitions work by lender
+TRANCHE_LENDERS           no longer partitions work (any pipeline      (empty)
+                          worker serves every lender; pin lenders at
+                          run time instead): a warning when set
+TRANCHE_WORKER_NAME       the name lenders are pinned to               the host name
 TRANCHE_PARSE_PROCESSES   processes that decode and validate tapes,    the number of cores (0 on one core)
                           a budget shared by every tranche process of
                           the host (0: on the worker threads)
@@ -89,6 +91,7 @@ class Settings:
     workers: int = 1
     slice_size: int = 1000
     lenders: frozenset[str] = field(default_factory=frozenset)
+    worker_name: str | None = None
     parse_processes: int = 0
     roles: frozenset[str] = frozenset(ROLES)
     drift_window_seconds: int = 30
@@ -117,6 +120,7 @@ class Settings:
             workers=_int(env, "TRANCHE_WORKERS", defaults.workers),
             slice_size=_int(env, "TRANCHE_SLICE_SIZE", defaults.slice_size),
             lenders=frozenset(x.strip() for x in lenders.split(",") if x.strip()),
+            worker_name=env.get("TRANCHE_WORKER_NAME") or None,
             parse_processes=_int(env, "TRANCHE_PARSE_PROCESSES", _default_parse_processes()),
             roles=_roles(env.get("TRANCHE_ROLES", ""), default_roles),
             drift_window_seconds=_int(env, "TRANCHE_DRIFT_WINDOW", defaults.drift_window_seconds),

@@ -1,6 +1,8 @@
 """A worker process for the kill test: runs the toy pipeline until it is killed.
 
-python pipeline_kill_worker.py DATABASE_URL OWNER
+python pipeline_kill_worker.py DATABASE_URL OWNER [LEASE_SECONDS [NAME]]
+
+Prints "started" once the runner has registered (and taken back whatever a dead predecessor held).
 """
 
 from __future__ import annotations
@@ -25,16 +27,19 @@ def slow(item: Item) -> None:
     time.sleep(0.05)
 
 
-def kill_pipeline() -> Pipeline:
+def kill_pipeline(lease_seconds: float = LEASE_SECONDS) -> Pipeline:
     return Pipeline(
         "toy",
         [
-            Stage("toy.read", recorder("toy.diff"), lease_seconds=LEASE_SECONDS, claim_batch=4),
+            # The read stage holds the longest lease, as intake's does (300 s there).
+            Stage(
+                "toy.read", recorder("toy.diff"), work=slow, lease_seconds=lease_seconds * 2.5, claim_batch=4
+            ),
             Stage(
                 "toy.diff",
                 recorder("toy.assess"),
                 work=slow,
-                lease_seconds=LEASE_SECONDS,
+                lease_seconds=lease_seconds,
                 ordered=True,
                 claim_batch=2,
             ),
@@ -42,7 +47,7 @@ def kill_pipeline() -> Pipeline:
                 "toy.assess",
                 recorder(None),
                 work=slow,
-                lease_seconds=LEASE_SECONDS,
+                lease_seconds=lease_seconds,
                 concurrency=2,
                 claim_batch=2,
             ),
@@ -52,7 +57,11 @@ def kill_pipeline() -> Pipeline:
 
 def main() -> None:
     url, owner = sys.argv[1], sys.argv[2]
-    runner = PipelineRunner(create_store_engine(url), [kill_pipeline()], clock=SystemClock(), owner=owner)
+    lease_seconds = float(sys.argv[3]) if len(sys.argv) > 3 else LEASE_SECONDS
+    name = sys.argv[4] if len(sys.argv) > 4 else None
+    runner = PipelineRunner(
+        create_store_engine(url), [kill_pipeline(lease_seconds)], clock=SystemClock(), owner=owner, name=name
+    )
     runner.start()
     print("started", flush=True)
     while True:

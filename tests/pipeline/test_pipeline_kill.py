@@ -1,5 +1,5 @@
-"""Workers killed with SIGKILL mid-item: the items they held are taken over once their leases expire, and
-every item is applied exactly once at every stage."""
+"""Workers killed with SIGKILL mid-item: the items they held are taken over (at once by a worker restarted on
+the same node, whatever their leases say), and every item is applied exactly once at every stage."""
 
 from __future__ import annotations
 
@@ -23,9 +23,11 @@ WORKER = Path(__file__).with_name("pipeline_kill_worker.py")
 ITEMS = 40
 
 
-def spawn(database_url: str, owner: str) -> subprocess.Popen[str]:
+def spawn(
+    database_url: str, owner: str, lease_seconds: float = 1.0, name: str = "kill-worker"
+) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, str(WORKER), database_url, owner],
+        [sys.executable, str(WORKER), database_url, owner, str(lease_seconds), name],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
@@ -86,4 +88,53 @@ def test_workers_killed_mid_item_lose_nothing_and_double_nothing(engine: Engine,
         ).all()
     assert len(expired) >= held_when_killed
     order = [row.sequence for row in effect_rows(engine, "toy.diff")]
+    assert order == sorted(order)
+
+
+def statuses(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(pipeline_items.c.status, pipeline_items.c.id))
+        found: dict[str, int] = {}
+        for status, _ in rows:
+            found[status] = found.get(status, 0) + 1
+        return found
+
+
+def test_a_worker_restarted_after_sigkill_resumes_at_once_not_after_its_leases(
+    engine: Engine, database_url: str
+) -> None:
+    """The leases are 120 s (300 s at the read stage), as intake's are: the restart must not wait them out."""
+    create_effects(engine)
+    for batch in range(1, 5):
+        put(engine, "toy.read", partition="lender-1", sequence=batch, count=ITEMS // 4)
+    put(engine, "toy.read", partition="lender-2", sequence=1, count=ITEMS // 4)
+    doomed = spawn(database_url, "doomed", lease_seconds=120, name="node-worker")
+    deadline = time.monotonic() + 30
+    while leased_by(engine, "doomed") < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(10)
+    held = leased_by(engine, "doomed")
+    assert held > 0
+
+    restarted_at = time.monotonic()
+    successor = spawn(database_url, "successor", lease_seconds=120, name="node-worker")
+    try:
+        deadline = restarted_at + 60
+        while statuses(engine) != {"done": ITEMS + ITEMS // 4} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        took = time.monotonic() - restarted_at
+    finally:
+        successor.send_signal(signal.SIGKILL)
+        successor.wait(10)
+
+    assert statuses(engine) == {"done": ITEMS + ITEMS // 4}
+    assert took < 15, f"took {took:.1f}s"  # the whole remaining work, far below one 120 s lease
+    assert doubled(engine) == []
+    with engine.connect() as conn:
+        expired = conn.execute(
+            select(pipeline_trace.c.detail).where(pipeline_trace.c.event == "lease_expired")
+        ).scalars()
+        assert list(expired) == ["lease of doomed"] * held
+    order = [row.sequence for row in effect_rows(engine, "toy.diff") if row.partition == "lender-1"]
     assert order == sorted(order)

@@ -357,7 +357,8 @@ def test_the_breaker_opens_and_no_attempt_is_spent_while_it_is_open(db: Engine, 
         later(clock, 2.0)
         assert r.run_until_idle() == 0
     assert service.calls == 3
-    assert sum(item(db, i).attempts for i in ids) == 3
+    # Only the first failure may be an item's own: the two that followed it said the service was down.
+    assert sum(item(db, i).attempts for i in ids) == 1
     released = [i for i in ids if events(db, i)[-1][1] == "released"]
     assert len(released) == 5  # claimed with the first three, handed back when the breaker opened
 
@@ -391,17 +392,6 @@ def test_a_failed_probe_opens_the_breaker_again(db: Engine, clock: ManualClock) 
     assert r.breaker_states() == {"toy.assess": "open"}
     later(clock, 10.0)  # the cool-down doubled after the failed probe
     assert r.run_until_idle() == 0
-
-
-def test_a_runner_limited_to_partitions_claims_only_those(db: Engine, clock: ManualClock) -> None:
-    stage = Stage("toy.b", recorder(None))
-    mine = put(db, "toy.b", partition="lender-a", count=2) + put(db, "toy.b", partition="lender-b")
-    theirs = put(db, "toy.b", partition="lender-c", count=2)
-
-    runner(db, clock, stage, partitions=frozenset({"lender-a", "lender-b"})).run_until_idle()
-
-    assert [item(db, i).status for i in mine] == ["done"] * 3
-    assert [item(db, i).status for i in theirs] == ["ready"] * 2
 
 
 def test_overrides_replace_what_the_stage_declares(db: Engine, clock: ManualClock) -> None:

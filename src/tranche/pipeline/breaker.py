@@ -4,6 +4,12 @@ Closed: stages claim freely. After ``failure_threshold`` consecutive failures th
 it opens: its stages claim nothing, so no attempt is spent on a service known to be down. After a cool-down
 it lets exactly one probe item through (half-open); success closes it, failure opens it again with a longer
 cool-down (doubled, up to ``max_cooldown``). The caller passes the time in, so the breaker reads no clock.
+
+The breaker also says whom a failure is to be blamed on. A failure that follows a success (or comes first) may
+be the item's own doing, and spends one of the item's attempts. A failure that follows another failure, and
+every failed probe, says the dependency is down: the item's attempt is given back. So an outage, however long,
+spends at most one attempt of the first item that met it, and parks nothing; an item that fails while others
+succeed still spends an attempt each time and is parked after its stage's ``max_attempts``.
 """
 
 from __future__ import annotations
@@ -73,19 +79,25 @@ class CircuitBreaker:
             self._probe_out = False
             self._cooldown = self.policy.cooldown
 
-    def failure(self, now: datetime) -> None:
-        """The dependency looked down (a retryable failure with ``dependency_down``)."""
+    def failure(self, now: datetime) -> bool:
+        """The dependency looked down (a retryable failure with ``dependency_down``).
+
+        Returns whether the failure is to be blamed on the item that met it: True only for a failure that
+        follows a success (or none at all) while the breaker is closed.
+        """
         with self._lock:
             if self._state == HALF_OPEN:
                 self._probe_out = False
                 self._cooldown = min(self._cooldown * 2, self.policy.max_cooldown)
                 self._open(now)
-                return
+                return False
             if self._state == OPEN:
-                return
+                return False
             self._failures += 1
+            isolated = self._failures == 1
             if self._failures >= self.policy.failure_threshold:
                 self._open(now)
+            return isolated
 
     def cancel_probe(self) -> None:
         """The probe found nothing to do or ended without telling anything about the dependency."""

@@ -7,7 +7,7 @@
         ├── PipelineDeclarationError   pipelines or stages declared inconsistently (a programming error)
         ├── InvalidStageOverrideError  a TRANCHE_STAGE_* setting that is not a positive number
         ├── ItemNotFoundError          an item id that names no pipeline item
-        └── ItemNotParkedError         a re-queue asked for an item that is not parked
+        └── ItemNotRetryableError      a re-queue asked for an item that is neither parked nor failed
 
 :class:`tranche.pipeline.RetryableError` and :class:`tranche.pipeline.TerminalError` are not in this tree: they
 are signals a stage raises to tell the runner what to do with an item, not errors of the pipeline itself.
@@ -43,7 +43,12 @@ class ItemNotFoundError(PipelineError):
     code = "not_found"
 
 
-class ItemNotParkedError(PipelineError):
-    """Only a parked item can be re-queued; ``record`` is the id and the message says its status."""
+class ItemNotRetryableError(PipelineError):
+    """Only a parked or failed item can be re-queued (the others are still on their way, or done);
+    ``record`` is the id and the message says its status."""
 
-    code = "item_not_parked"
+    code = "item_not_retryable"
+
+
+ItemNotParkedError = ItemNotRetryableError
+"""The former name of :class:`ItemNotRetryableError`, from when only parked items could be re-queued."""

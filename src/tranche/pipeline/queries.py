@@ -1,5 +1,5 @@
 """What operators and the API ask of the pipeline: stage statistics, an item's trace, the items of a batch,
-and re-queuing a parked item."""
+and re-queuing parked or failed items."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
-from tranche.pipeline.errors import ItemNotFoundError, ItemNotParkedError
+from tranche.pipeline.errors import ItemNotFoundError, ItemNotRetryableError
 from tranche.pipeline.model import (
     DONE,
     FAILED,
@@ -195,27 +195,96 @@ def items_by_trace_key(
     return [_view(row) for row in conn.execute(query.order_by(t.c.id).limit(limit))]
 
 
-def retry_parked(conn: Connection, item_id: str, *, now: datetime | None = None) -> ItemView:
-    """Put a parked item back to ``ready`` at its stage with its attempts reset, traced ``requeued``.
+RETRYABLE = (PARKED, FAILED)
+"""The statuses an operator can put back: parked (out of attempts) and failed (a terminal error)."""
 
-    Raises :class:`ItemNotFoundError` or :class:`ItemNotParkedError`.
+
+def retry_item(conn: Connection, item_id: str, *, now: datetime | None = None) -> ItemView:
+    """Put a parked or failed item back to ``ready`` at its stage with its attempts reset, traced
+    ``requeued`` (after an operator fixed what stopped it: a service, a lender's rules).
+
+    Raises :class:`ItemNotFoundError`, or :class:`ItemNotRetryableError` for an item still on its way or done.
     """
     now = (now or datetime.now(UTC)).astimezone(UTC)
     t = pipeline_items
+    previous = conn.execute(select(t.c.status).where(t.c.id == item_id)).scalar()
+    if previous is None:
+        raise ItemNotFoundError(f"no pipeline item {item_id}", record=item_id)
     result = conn.execute(
         update(t)
-        .where(t.c.id == item_id, t.c.status == PARKED)
+        .where(t.c.id == item_id, t.c.status.in_(RETRYABLE))
         .values(status=READY, attempts=0, next_run_at=now, last_error=None, updated_at=now)
     )
     if result.rowcount != 1:
         current = get_item(conn, item_id)
-        raise ItemNotParkedError(
-            f"item {item_id} is {current.status}, not parked", record=item_id, field="status"
+        raise ItemNotRetryableError(
+            f"item {item_id} is {current.status}: only a parked or failed item can be retried",
+            record=item_id,
+            field="status",
         )
     item = get_item(conn, item_id)
     conn.execute(
         insert(pipeline_trace).values(
-            item_id=item_id, at=now, stage=item.stage, event=REQUEUED, attempt=0, detail="by an operator"
+            item_id=item_id,
+            at=now,
+            stage=item.stage,
+            event=REQUEUED,
+            attempt=0,
+            detail=f"{previous}, put back by an operator",
         )
     )
     return item
+
+
+retry_parked = retry_item
+"""The former name of :func:`retry_item`, from when only parked items could be re-queued."""
+
+
+def retry_items(
+    conn: Connection,
+    *,
+    trace_key: str | None = None,
+    stage: str | None = None,
+    statuses: Sequence[str] = RETRYABLE,
+    limit: int = 1000,
+    now: datetime | None = None,
+) -> list[str]:
+    """Put back up to ``limit`` parked or failed items of a trace key (a batch) and/or a stage, as
+    :func:`retry_item` does one; returns their ids (call again while it returns ``limit`` of them)."""
+    unknown = set(statuses) - set(RETRYABLE)
+    if unknown or not statuses:
+        raise ItemNotRetryableError(
+            f"only parked or failed items can be retried, not {sorted(unknown) or 'none'}", field="status"
+        )
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    t = pipeline_items
+    # Locked until the end of the caller's transaction, so that the trace says what the update did.
+    query = select(t.c.id, t.c.stage, t.c.status).where(t.c.status.in_(tuple(statuses))).with_for_update()
+    if trace_key is not None:
+        query = query.where(t.c.trace_key == trace_key)
+    if stage is not None:
+        query = query.where(t.c.stage == stage)
+    rows = conn.execute(query.order_by(t.c.id).limit(limit)).all()
+    if not rows:
+        return []
+    ids = [row.id for row in rows]
+    conn.execute(
+        update(t)
+        .where(t.c.id.in_(ids), t.c.status.in_(RETRYABLE))
+        .values(status=READY, attempts=0, next_run_at=now, last_error=None, updated_at=now)
+    )
+    conn.execute(
+        insert(pipeline_trace),
+        [
+            {
+                "item_id": row.id,
+                "at": now,
+                "stage": row.stage,
+                "event": REQUEUED,
+                "attempt": 0,
+                "detail": f"{row.status}, put back by an operator",
+            }
+            for row in rows
+        ],
+    )
+    return ids

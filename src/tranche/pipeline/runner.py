@@ -3,6 +3,12 @@
 Each stage has its own claims and its own worker threads (``concurrency`` of them), so a stage whose
 dependency is slow or down never holds up the stages before it. A stage's ``work`` runs outside any
 transaction; its ``commit`` runs in the transaction that moves the item on, which is fenced by the lease.
+
+A started runner registers itself as a worker (``pipeline_workers``) and beats every couple of seconds; the
+beat also hands back the leases of gone workers, renews its own, and reads the pins (see ``workers.py``).
+No loop of the runner dies with the store: a worker thread or the heartbeat that cannot reach the database
+waits with a growing backoff, says at WARNING what it waits for, and at INFO when the store is back; the
+items it held when the store went away are handed back as soon as it is reachable again.
 """
 
 from __future__ import annotations
@@ -10,19 +16,20 @@ from __future__ import annotations
 import logging
 import os
 import random
-import socket
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, or_, select
+from sqlalchemy.exc import DBAPIError
 
-from tranche.pipeline import store
-from tranche.pipeline.breaker import CircuitBreaker
+from tranche.pipeline import store, workers
+from tranche.pipeline.breaker import CLOSED, CircuitBreaker
 from tranche.pipeline.errors import PipelineDeclarationError
 from tranche.pipeline.model import (
     LEASED,
@@ -39,6 +46,7 @@ from tranche.pipeline.model import (
 )
 from tranche.pipeline.tables import pipeline_items
 from tranche.shared.clock import Clock
+from tranche.shared.ids import ID_MAX_LENGTH, check_id
 from tranche.store.engine import reading
 
 log = logging.getLogger(__name__)
@@ -47,6 +55,14 @@ log = logging.getLogger(__name__)
 # processes, or come due by the clock); local enqueues wake it sooner.
 IDLE_POLL_MIN = 0.02
 IDLE_POLL_MAX = 0.25
+# A loop that cannot reach the store waits this long before its first new try, doubling up to the maximum.
+STORE_BACKOFF_MIN = 0.1
+STORE_BACKOFF_MAX = 5.0
+# While the store stays away, the WARNING that says so is repeated this often (not on every try).
+STORE_NAG_SECONDS = 30.0
+HEARTBEAT_SECONDS = 2.0
+# A worker whose heartbeat is older than this is gone: its leases are handed back.
+WORKER_TIMEOUT_SECONDS = 15.0
 
 
 class _LeaseLost(Exception):
@@ -62,6 +78,20 @@ class _StageRuntime:
 
 
 @dataclass(frozen=True)
+class RunnerStatus:
+    """What a health or readiness check needs to know about a runner."""
+
+    name: str
+    owner: str
+    running: bool
+    store_available: bool
+    store_down_seconds: float | None
+    store_error: str | None
+    breakers: dict[str, str]
+    excluded: frozenset[str]
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What happened to one processed item (for counting and tests)."""
 
@@ -73,9 +103,12 @@ class Outcome:
 class PipelineRunner:
     """Runs the stages of ``pipelines`` against the store.
 
-    ``owner`` names this process in leases (default host-pid-random). ``overrides`` replace declared stage
-    settings, keyed by stage name or its environment spelling (see :func:`overrides_from_env`).
-    ``partitions``, when not empty, limits this runner to items of those partitions (e.g. lender ids).
+    ``name`` is the worker name pins refer to (default: the host name); ``owner`` names this run of the
+    process in leases and in ``pipeline_workers`` (default name-pid-random). ``overrides`` replace declared
+    stage settings, keyed by stage name or its environment spelling (see :func:`overrides_from_env`).
+    Any runner serves any partition, except partitions an operator pinned to another worker name that is
+    alive (see :mod:`tranche.pipeline.workers`). ``heartbeat_seconds`` and ``worker_timeout`` set how often
+    a started runner beats and after how long without a beat another one counts it gone.
     """
 
     def __init__(
@@ -84,15 +117,26 @@ class PipelineRunner:
         pipelines: Sequence[Pipeline],
         *,
         clock: Clock,
+        name: str | None = None,
         owner: str | None = None,
         overrides: Mapping[str, StageOverride] | None = None,
-        partitions: frozenset[str] = frozenset(),
         rng: random.Random | None = None,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        worker_timeout: float = WORKER_TIMEOUT_SECONDS,
     ) -> None:
         self.engine = engine
         self.clock = clock
-        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
-        self.partitions = frozenset(partitions)
+        if name is None:
+            self.name = workers.this_node().host[:ID_MAX_LENGTH] or "worker"
+        else:
+            self.name = check_id(name, field="TRANCHE_WORKER_NAME", kind="worker name")
+        self.owner = owner or f"{self.name}-{os.getpid()}-{os.urandom(3).hex()}"
+        if heartbeat_seconds <= 0 or worker_timeout <= heartbeat_seconds:
+            raise PipelineDeclarationError(
+                "heartbeat_seconds must be positive and worker_timeout longer than it", record=self.name
+            )
+        self.heartbeat_seconds = heartbeat_seconds
+        self.worker_timeout = timedelta(seconds=worker_timeout)
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
         by_key = {override_key(k): v for k, v in (overrides or {}).items()}
@@ -131,6 +175,20 @@ class PipelineRunner:
         self._in_flight_lock = threading.Lock()
         self.processed = 0
         self.lost_leases = 0
+        # Items processed by this runner, by (stage, outcome): the counters an exporter publishes.
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+        # Partitions pinned to another worker that is alive: this runner leaves them alone.
+        self._excluded: frozenset[str] = frozenset()
+        self._orphaned_pins: set[tuple[str, str]] = set()
+        self._routing_lock = threading.Lock()
+        # Leases whose item could not be moved on because the store went away: handed back once it is back.
+        self._stranded: list[store.Lease] = []
+        self._orphan_suspects: set[tuple[str, str]] = set()
+        self._store_lock = threading.Lock()
+        self._store_down_since: float | None = None
+        self._store_error: str | None = None
+        self._store_nagged_at = 0.0
+        self._registered = False
 
     # -- introspection ---------------------------------------------------------------------------------
 
@@ -141,6 +199,27 @@ class PipelineRunner:
     def breaker_states(self) -> dict[str, str]:
         """Breaker state per stage name, for stages that declare a dependency."""
         return {rt.stage.name: rt.breaker.state for rt in self._runtimes if rt.breaker is not None}
+
+    @property
+    def excluded(self) -> frozenset[str]:
+        """Partitions this runner leaves to the worker they are pinned to (as of its last heartbeat)."""
+        return self._excluded
+
+    def status(self) -> RunnerStatus:
+        """Whether this runner runs, reaches its store, and what its breakers say (for health checks)."""
+        with self._store_lock:
+            since = self._store_down_since
+            error = self._store_error
+        return RunnerStatus(
+            name=self.name,
+            owner=self.owner,
+            running=bool(self._threads),
+            store_available=since is None,
+            store_down_seconds=None if since is None else time.monotonic() - since,
+            store_error=error,
+            breakers=self.breaker_states(),
+            excluded=self._excluded,
+        )
 
     def notify(self, stage: str | None = None) -> None:
         """Wake idle workers (of one stage, or all) after enqueuing work from this process."""
@@ -157,6 +236,7 @@ class PipelineRunner:
         Returns the number of items processed (whatever their outcome).
         """
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        self.refresh(register=False)
         total = 0
         while True:
             progressed = 0
@@ -175,6 +255,17 @@ class PipelineRunner:
         if self._threads:
             return
         self._stopping.clear()
+        try:
+            # Before any claim: a restart takes back its dead predecessor's leases at once.
+            self.refresh()
+        except Exception as exc:
+            self._store_failed(exc, "registering this worker")
+        log.info(
+            "pipeline worker %s (%s) running %s",
+            self.name,
+            self.owner,
+            ", ".join(f"{rt.stage.name}×{rt.stage.concurrency}" for rt in self._runtimes),
+        )
         for rt in self._runtimes:
             for n in range(rt.stage.concurrency):
                 thread = threading.Thread(
@@ -196,6 +287,15 @@ class PipelineRunner:
         self._threads = [t for t in self._threads if t.is_alive()]
         if self._threads:
             log.warning("%d pipeline workers still busy after %.1fs", len(self._threads), timeout)
+            return
+        if self._registered:
+            try:
+                with self.engine.begin() as conn:
+                    workers.deregister(conn, self.owner)
+                self._registered = False
+            except Exception as exc:
+                # Others will find the heartbeat stopped and take over whatever is left.
+                log.warning("pipeline worker %s could not deregister: %s", self.owner, _summary(exc))
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until no item of this runner's stages is due or in flight; False on timeout."""
@@ -216,44 +316,216 @@ class PipelineRunner:
             and_(t.c.status == RETRY_WAIT, t.c.next_run_at <= now),
         )
         query = select(t.c.id).where(live, or_(*(and_(t.c.pipeline == p, t.c.stage == s) for p, s in stages)))
-        if self.partitions:
-            query = query.where(t.c.partition.in_(sorted(self.partitions)))
+        if self._excluded:
+            query = query.where(t.c.partition.not_in(sorted(self._excluded)))
         with reading(self.engine) as conn:
             return conn.execute(query.limit(1)).first() is not None
 
-    def _heartbeat(self) -> None:
-        """Renew held leases every third of the shortest lease, so that long ``work`` keeps its items; a
-        killed process stops renewing and its items are taken over when the leases run out."""
-        period = max(min(rt.stage.lease_seconds for rt in self._runtimes) / 3, 0.05)
-        while not self._stopping.wait(period):
+    def refresh(self, *, register: bool = True) -> None:
+        """One heartbeat, on the caller's thread: register or beat (when ``register``), hand back the leases
+        of gone workers, read the pins, hand back stranded leases and renew held ones. Raises what the store
+        raises."""
+        now = self.clock.now()
+        node = workers.this_node()
+        with self.engine.begin() as conn:
+            if register:
+                workers.register(
+                    conn,
+                    worker_id=self.owner,
+                    name=self.name,
+                    node=node,
+                    pid=os.getpid(),
+                    started=workers.process_start(os.getpid()) or "?",
+                    now=now,
+                )
+            reaped = workers.reap(conn, me=self.owner, node=node, now=now, timeout=self.worker_timeout)
+            pinned = workers.pins(conn)
+            live = workers.live_names(conn, now=now, timeout=self.worker_timeout)
+        self._registered = self._registered or register
+        self._store_back()
+        for gone in reaped:
+            log.info(
+                "pipeline worker %s (%s) is gone (%s): %d of its leases handed back",
+                gone.name,
+                gone.id,
+                gone.why,
+                gone.leases,
+            )
+        if any(gone.leases for gone in reaped):
+            self.notify()
+        self._route(pinned, live | {self.name})
+        self._release_stranded()
+        if register:
+            self._adopt_orphans()
+        self._renew()
+
+    def _adopt_orphans(self) -> None:
+        """Hand back leases the store says this runner holds but no thread of it works on, once seen on two
+        beats in a row. They come from a transition whose commit the server acknowledged and then lost
+        (a crash with ``synchronous_commit=off``) or a claim whose answer never came; without this they would
+        wait out their lease."""
+        stages = [(rt.pipeline.name, rt.stage.name) for rt in self._runtimes]
+        with reading(self.engine) as conn:
+            rows = store.leased_by(conn, self.owner, stages)
+        with self._held_lock:
+            known = set(self._held) | {(lease.item.id, lease.token) for lease in self._stranded}
+        orphans = {(r.id, r.token): r for r in rows if (r.id, r.token) not in known}
+        due = [row for key, row in orphans.items() if key in self._orphan_suspects]
+        self._orphan_suspects = set(orphans) - {(r.id, r.token) for r in due}
+        if not due:
+            return
+        with self.engine.begin() as conn:
+            released = store.hand_back(
+                conn, due, reason="held by no worker thread of its owner", now=self.clock.now()
+            )
+        if released:
+            log.warning(
+                "pipeline worker %s handed back %d leases it held without working on them (a commit the store "
+                "lost, or a claim whose answer never came)",
+                self.name,
+                released,
+            )
+            self.notify()
+
+    def _route(self, pinned: Mapping[str, str], live: frozenset[str]) -> None:
+        excluded = workers.excluded_partitions(pinned, live, self.name)
+        orphaned = {(p, w) for p, w in pinned.items() if w not in live}
+        with self._routing_lock:
+            before, self._excluded = self._excluded, excluded
+            newly = orphaned - self._orphaned_pins
+            healed = {(p, w) for p, w in self._orphaned_pins - orphaned if pinned.get(p) == w}
+            self._orphaned_pins = orphaned
+        for partition, worker in sorted(newly):
+            log.warning(
+                "partition %s is pinned to worker %s, which is not running: worker %s serves it (as every "
+                "worker does) until %s is back",
+                partition,
+                worker,
+                self.name,
+                worker,
+            )
+        for partition, worker in sorted(healed):
+            log.info("partition %s: its worker %s is back, its pin holds again", partition, worker)
+        if excluded != before:
+            log.info(
+                "pipeline worker %s leaves %s to the workers they are pinned to",
+                self.name,
+                ", ".join(sorted(excluded)) or "no partition",
+            )
+            if len(excluded) < len(before) or not excluded <= before:
+                self.notify()
+
+    def _renew(self) -> None:
+        with self._held_lock:
+            held = list(self._held.values())
+        if not held:
+            return
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            for seconds in sorted({s for _, s in held}):
+                store.renew(
+                    conn, [lease for lease, s in held if s == seconds], now + timedelta(seconds=seconds)
+                )
+
+    def _release_stranded(self) -> None:
+        """Hand back the items whose transition the store refused while it was away, attempts given back."""
+        with self._held_lock:
+            stranded, self._stranded = self._stranded, []
+        if not stranded:
+            return
+        try:
+            with self.engine.begin() as conn:
+                released = sum(
+                    store.release(conn, lease, reason="the store was unreachable", now=self.clock.now())
+                    for lease in stranded
+                )
+        except BaseException:
             with self._held_lock:
-                held = list(self._held.values())
-            if not held:
-                continue
-            now = self.clock.now()
+                self._stranded.extend(stranded)
+            raise
+        log.info("pipeline worker %s handed back %d items held while the store was away", self.name, released)
+        self.notify()
+
+    def _heartbeat(self) -> None:
+        """Beat, hand back gone workers' leases, read the pins and renew held leases, every
+        ``heartbeat_seconds`` (or every third of the shortest lease, if shorter); a killed process stops
+        beating and its items are taken over by the first runner that notices."""
+        shortest = min(rt.stage.lease_seconds for rt in self._runtimes)
+        period = max(min(self.heartbeat_seconds, shortest / 3), 0.05)
+        backoff = STORE_BACKOFF_MIN
+        wait = period
+        while not self._stopping.wait(wait):
             try:
-                with self.engine.begin() as conn:
-                    for seconds in sorted({s for _, s in held}):
-                        store.renew(
-                            conn,
-                            [lease for lease, s in held if s == seconds],
-                            now + timedelta(seconds=seconds),
-                        )
-            except Exception:
-                log.exception("could not renew pipeline leases; retrying")
+                self.refresh()
+            except Exception as exc:
+                self._store_failed(exc, "the heartbeat")
+                wait = _jittered(backoff)
+                backoff = min(backoff * 2, STORE_BACKOFF_MAX)
+                continue
+            backoff = STORE_BACKOFF_MIN
+            wait = period
+
+    def _store_failed(self, exc: BaseException, what: str) -> None:
+        """Say once (and then every :data:`STORE_NAG_SECONDS`) that the store is away; a bug is logged with
+        its traceback each time."""
+        summary = _summary(exc)
+        if not _is_store_error(exc):
+            log.error("pipeline %s failed; retrying", what, exc_info=exc)
+        now = time.monotonic()
+        with self._store_lock:
+            first = self._store_down_since is None
+            if first:
+                self._store_down_since = now
+            self._store_error = summary
+            down_for = now - (self._store_down_since or now)
+            nag = first or now - self._store_nagged_at >= STORE_NAG_SECONDS
+            if nag:
+                self._store_nagged_at = now
+        if nag and _is_store_error(exc):
+            if first:
+                log.warning(
+                    "pipeline worker %s cannot reach the store (%s: %s); waiting for it, retrying with backoff "
+                    "up to %.0fs",
+                    self.name,
+                    what,
+                    summary,
+                    STORE_BACKOFF_MAX,
+                )
+            else:
+                log.warning(
+                    "pipeline worker %s still waiting for the store after %.0fs (%s)",
+                    self.name,
+                    down_for,
+                    summary,
+                )
+
+    def _store_back(self) -> None:
+        with self._store_lock:
+            since, self._store_down_since, self._store_error = self._store_down_since, None, None
+        if since is not None:
+            log.info(
+                "pipeline worker %s reaches the store again after %.1fs", self.name, time.monotonic() - since
+            )
 
     def _worker(self, rt: _StageRuntime) -> None:
         idle = IDLE_POLL_MIN
+        backoff = STORE_BACKOFF_MIN
         while not self._stopping.is_set():
             # Cleared before looking, so that a wake-up sent while we look is not lost.
             rt.wake.clear()
             try:
+                if self._stranded:
+                    self._release_stranded()
                 done = self._claim_and_process(rt)
-            except Exception:
-                # The store itself failed (connection lost, ...): keep the worker alive and try again.
-                log.exception("pipeline worker for %s failed; retrying", rt.stage.name)
-                done = 0
-                idle = IDLE_POLL_MAX
+            except Exception as exc:
+                # The store failed (connection lost, database locked, ...): keep the worker alive, wait.
+                self._store_failed(exc, f"the {rt.stage.name} worker")
+                self._stopping.wait(_jittered(backoff))
+                backoff = min(backoff * 2, STORE_BACKOFF_MAX)
+                continue
+            if backoff != STORE_BACKOFF_MIN:
+                backoff = STORE_BACKOFF_MIN
+                self._store_back()
             if done:
                 idle = IDLE_POLL_MIN
                 continue
@@ -274,7 +546,7 @@ class PipelineRunner:
             wanted = rt.breaker.permit(self.clock.now(), wanted)
             if wanted == 0:
                 return 0
-            probing = rt.breaker.state != "closed"
+            probing = rt.breaker.state != CLOSED
         with self._in_flight_lock:
             self._in_flight += 1
         leases: list[store.Lease] = []
@@ -291,26 +563,38 @@ class PipelineRunner:
                             owner=self.owner,
                             now=self.clock.now(),
                             limit=wanted,
-                            partitions=self.partitions,
+                            excluded=self._excluded,
                         )
+                except BaseException:
+                    # The commit of the claim failed, perhaps after the server had made it (a dropped
+                    # connection does not say): hand the leases back once the store is back, if they exist.
+                    with self._held_lock:
+                        self._stranded.extend(leases)
+                    leases = []
+                    raise
                 finally:
                     if probing and not leases and rt.breaker is not None:
                         rt.breaker.cancel_probe()  # nothing to probe with
                 with self._held_lock:
                     for lease in leases:
                         self._held[(lease.item.id, lease.token)] = (lease, rt.stage.lease_seconds)
+                done = 0
                 try:
                     for lease in leases:
-                        try:
-                            if rt.breaker is not None and not rt.breaker.allows_more():
-                                self._finish(
-                                    rt, conn, lease, "released", self._release, "circuit open: handed back"
-                                )
-                            else:
-                                self._process(rt, conn, lease)
-                        finally:
-                            with self._held_lock:
-                                self._held.pop((lease.item.id, lease.token), None)
+                        if rt.breaker is not None and not rt.breaker.allows_more():
+                            self._finish(
+                                rt, conn, lease, "released", self._release, "circuit open: handed back"
+                            )
+                        else:
+                            self._process(rt, conn, lease)
+                        done += 1
+                        with self._held_lock:
+                            self._held.pop((lease.item.id, lease.token), None)
+                except BaseException:
+                    # The store went away mid-batch: what was not moved on is handed back once it is back.
+                    with self._held_lock:
+                        self._stranded.extend(leases[done:])
+                    raise
                 finally:
                     with self._held_lock:
                         for lease in leases:
@@ -340,12 +624,14 @@ class PipelineRunner:
                 rt.breaker.success()  # the dependency answered, if only to say no
             return self._finish(rt, conn, lease, "failed", self._fail, exc.message)
         except RetryableError as exc:
+            refund = False
             if rt.breaker is not None:
                 if exc.dependency_down:
-                    rt.breaker.failure(self.clock.now())
+                    # A probe, or a failure that follows another one: the dependency is down, not the item.
+                    refund = not rt.breaker.failure(self.clock.now())
                 else:
                     rt.breaker.cancel_probe()
-            return self._retry(rt, conn, lease, exc.message, exc.retry_after)
+            return self._retry(rt, conn, lease, exc.message, exc.retry_after, refund=refund)
         except Exception as exc:
             # A bug must not lose work: retry like a transient failure, keep where it happened.
             if rt.breaker is not None:
@@ -355,7 +641,7 @@ class PipelineRunner:
             return self._retry(rt, conn, lease, f"{type(exc).__name__}: {exc}\n{summary}", None)
         if rt.breaker is not None:
             rt.breaker.success()
-        self._count()
+        self._count(stage.name, "succeeded")
         self._wake_next(rt, nxt)
         return Outcome(item.id, stage.name, "succeeded")
 
@@ -372,10 +658,17 @@ class PipelineRunner:
                     rt_other.wake.set()
 
     def _retry(
-        self, rt: _StageRuntime, conn: Connection, lease: store.Lease, error: str, retry_after: float | None
+        self,
+        rt: _StageRuntime,
+        conn: Connection,
+        lease: store.Lease,
+        error: str,
+        retry_after: float | None,
+        *,
+        refund: bool = False,
     ) -> Outcome:
         policy = rt.stage.retry
-        if lease.item.attempt >= policy.max_attempts:
+        if not refund and lease.item.attempt >= policy.max_attempts:
             return self._finish(
                 rt,
                 conn,
@@ -389,7 +682,7 @@ class PipelineRunner:
 
         def schedule(tx: Connection, lease: store.Lease, error: str, now: datetime) -> bool:
             run_at = now + timedelta(seconds=delay)
-            return store.schedule_retry(tx, lease, error=error, run_at=run_at, now=now)
+            return store.schedule_retry(tx, lease, error=error, run_at=run_at, now=now, refund=refund)
 
         return self._finish(rt, conn, lease, "retry_scheduled", schedule, error)
 
@@ -418,20 +711,37 @@ class PipelineRunner:
             ok = transition(conn, lease, error, self.clock.now())
         if not ok:
             return self._lost(lease)
-        if result != "released":
-            self._count()
+        self._count(rt.stage.name, result)
         return Outcome(lease.item.id, rt.stage.name, result)
 
-    def _count(self) -> None:
+    def _count(self, stage: str, result: str) -> None:
         with self._in_flight_lock:
-            self.processed += 1
+            if result != "released":
+                self.processed += 1
+            self.outcomes[(stage, result)] += 1
 
     def _lost(self, lease: store.Lease) -> Outcome:
         with self._in_flight_lock:
             self.lost_leases += 1
+            self.outcomes[(lease.item.stage, "lease_lost")] += 1
         log.warning(
             "item %s at %s: lease taken over by another worker; our transition was rolled back",
             lease.item.id,
             lease.item.stage,
         )
         return Outcome(lease.item.id, lease.item.stage, "lease_lost")
+
+
+def _is_store_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store is away or busy (rather than a bug): a driver error, or SQLite's writer
+    lock not handed over in time."""
+    return isinstance(exc, DBAPIError | TimeoutError | ConnectionError)
+
+
+def _summary(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _jittered(seconds: float) -> float:
+    return seconds * random.uniform(0.8, 1.2)

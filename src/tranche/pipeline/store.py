@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, exists, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, insert, or_, select, update
 
 from tranche.pipeline.errors import PipelineDeclarationError
 from tranche.pipeline.model import (
@@ -153,10 +153,11 @@ _LEASE = (
 _claim_statements: dict[tuple[Any, ...], Any] = {}
 
 
-def _claim_select(pipeline: Pipeline, stage: Stage, partitions: frozenset[str], *, fresh: bool) -> Any:
-    """The select of claimable rows (parameters ``_now`` and ``_limit``), built once per stage and kind."""
+def _claim_select(pipeline: Pipeline, stage: Stage, *, fresh: bool, excluding: bool) -> Any:
+    """The select of claimable rows (parameters ``_now``, ``_limit`` and, when ``excluding``, ``_excluded``),
+    built once per stage and kind."""
     ordered_over = pipeline.up_to(stage.name) if stage.ordered else None
-    key = (pipeline.name, stage.name, partitions, fresh, ordered_over)
+    key = (pipeline.name, stage.name, fresh, excluding, ordered_over)
     statement = _claim_statements.get(key)
     if statement is not None:
         return statement
@@ -177,8 +178,8 @@ def _claim_select(pipeline: Pipeline, stage: Stage, partitions: frozenset[str], 
     else:
         # Due retries, and leases whose holder let them expire (a worker killed mid-item).
         query = query.where(t.c.status.in_((RETRY_WAIT, LEASED)), t.c.next_run_at <= bindparam("_now"))
-    if partitions:
-        query = query.where(t.c.partition.in_(sorted(partitions)))
+    if excluding:
+        query = query.where(t.c.partition.not_in(bindparam("_excluded", expanding=True)))
     if ordered_over is not None:
         earlier = _items.alias("earlier")
         query = query.where(
@@ -205,22 +206,23 @@ def claim(
     owner: str,
     now: datetime,
     limit: int,
-    partitions: frozenset[str] = frozenset(),
+    excluded: frozenset[str] = frozenset(),
 ) -> list[Lease]:
     """Lease up to ``limit`` due items of ``stage``: due retries and expired leases first, then ready items.
 
-    Each claim counts as an attempt and gets a fresh fencing token.
+    Items of the partitions in ``excluded`` (pinned to another worker) are left alone. Each claim counts as
+    an attempt and gets a fresh fencing token.
     """
     now = _utc(now)
-    rows = list(
-        conn.execute(_claim_select(pipeline, stage, partitions, fresh=False), {"_now": now, "_limit": limit})
-    )
+    excluding = bool(excluded)
+    params: dict[str, Any] = {"_now": now, "_limit": limit}
+    if excluding:
+        params["_excluded"] = sorted(excluded)
+    rows = list(conn.execute(_claim_select(pipeline, stage, fresh=False, excluding=excluding), params))
     if len(rows) < limit:
-        rows += list(
-            conn.execute(
-                _claim_select(pipeline, stage, partitions, fresh=True), {"_limit": limit - len(rows)}
-            )
-        )
+        params["_limit"] = limit - len(rows)
+        params.pop("_now")
+        rows += list(conn.execute(_claim_select(pipeline, stage, fresh=True, excluding=excluding), params))
     if not rows:
         return []
     token = os.urandom(12).hex()
@@ -325,22 +327,27 @@ def _with_parent(child: NewItem, parent_id: str) -> NewItem:
     return replace(child, parent_id=parent_id)
 
 
-def schedule_retry(conn: Connection, lease: Lease, *, error: str, run_at: datetime, now: datetime) -> bool:
-    """Wait until ``run_at``, then retry at the same stage; False when the lease was lost."""
+def schedule_retry(
+    conn: Connection, lease: Lease, *, error: str, run_at: datetime, now: datetime, refund: bool = False
+) -> bool:
+    """Wait until ``run_at``, then retry at the same stage; False when the lease was lost.
+
+    ``refund`` gives back the attempt the claim counted (the failure was the dependency's, not the item's).
+    """
     now = _utc(now)
     run_at = _utc(run_at)
     ok = _fenced(
         conn,
         lease,
         {"status": RETRY_WAIT, "next_run_at": run_at, "last_error": _clip(error), "updated_at": now},
+        release=refund,
     )
     if ok:
         delay = (run_at - now).total_seconds()
-        detail = f"in {delay:.3f}s: {error}"
-        trace(
-            conn,
-            [_trace_row(lease.item.id, now, lease.item.stage, RETRY_SCHEDULED, lease.item.attempt, detail)],
-        )
+        attempt = lease.item.attempt - 1 if refund else lease.item.attempt
+        note = " (dependency down: attempt not counted)" if refund else ""
+        detail = f"in {delay:.3f}s{note}: {error}"
+        trace(conn, [_trace_row(lease.item.id, now, lease.item.stage, RETRY_SCHEDULED, attempt, detail)])
     return ok
 
 
@@ -384,6 +391,58 @@ def release(conn: Connection, lease: Lease, *, reason: str, now: datetime) -> bo
             conn, [_trace_row(lease.item.id, now, lease.item.stage, RELEASED, lease.item.attempt - 1, reason)]
         )
     return ok
+
+
+@dataclass(frozen=True)
+class HeldRow:
+    """A lease as the store has it: which item, under which token, at which stage and attempt."""
+
+    id: str
+    token: str
+    stage: str
+    attempts: int
+
+
+def leased_by(conn: Connection, owner: str, stages: Sequence[tuple[str, str]]) -> list[HeldRow]:
+    """The items of ``stages`` ((pipeline, stage) pairs) leased under ``owner``'s name."""
+    if not stages:
+        return []
+    t = _items
+    rows = conn.execute(
+        select(t.c.id, t.c.lease_token, t.c.stage, t.c.attempts).where(
+            t.c.status == LEASED,
+            t.c.lease_owner == owner,
+            or_(*(and_(t.c.pipeline == p, t.c.stage == s) for p, s in stages)),
+        )
+    )
+    return [HeldRow(r.id, r.lease_token, r.stage, r.attempts) for r in rows]
+
+
+def hand_back(conn: Connection, held: Sequence[HeldRow], *, reason: str, now: datetime) -> int:
+    """Release leases known only from the store (fenced by their tokens), giving back the attempts their
+    claims counted; returns how many were still held."""
+    now = _utc(now)
+    released = 0
+    traces = []
+    for row in held:
+        result = conn.execute(
+            _FENCED_RELEASE,
+            {
+                "_id": row.id,
+                "_token": row.token,
+                "status": READY,
+                "next_run_at": now,
+                "updated_at": now,
+                "lease_owner": None,
+                "lease_token": None,
+                "lease_expires_at": None,
+            },
+        )
+        if result.rowcount == 1:
+            released += 1
+            traces.append(_trace_row(row.id, now, row.stage, RELEASED, row.attempts - 1, reason))
+    trace(conn, traces)
+    return released
 
 
 _RENEW = (

@@ -50,3 +50,30 @@ pipeline_trace = Table(
     # Completions in the last minute, per stage.
     Index("ix_pipeline_trace_at", "at"),
 )
+
+# The worker processes running stages, each registered while it runs, with a heartbeat. A lease names its
+# holder's ``id``: when the heartbeat stops (or the same node's next run finds the process gone) the leases
+# are handed back at once instead of waiting for them to run out.
+pipeline_workers = Table(
+    "pipeline_workers",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    # The name pins refer to; stable across restarts (TRANCHE_WORKER_NAME, else the host name).
+    Column("name", String(64), nullable=False),
+    # Host name, boot id and pid namespace: two rows with the same node can judge each other's pid.
+    Column("node", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    # When the process started, as the kernel counts it: tells a reused pid from the one registered.
+    Column("process_start", String(32), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+)
+
+# Lenders (partitions) an operator pinned to a worker name; any worker serves the others.
+pipeline_pins = Table(
+    "pipeline_pins",
+    metadata,
+    Column("partition", String(128), primary_key=True),
+    Column("worker", String(64), nullable=False),
+    Column("pinned_at", DateTime(timezone=True), nullable=False),
+)

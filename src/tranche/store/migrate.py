@@ -44,7 +44,7 @@ HEADS = frozenset(
         "intake_0003",
         "ledger_0001",
         "matching_0001",
-        "pipeline_0001",
+        "pipeline_0002",
         "store_0001",
         "trading_0001",
     }
