@@ -305,6 +305,83 @@ def lender_add(lender_id: str, name: str, url: str) -> None:
 
 
 @main.group()
+def pipeline() -> None:
+    """Operate the pipeline of a running node: pins, workers, putting items back."""
+
+
+@pipeline.command("pin")
+@click.argument("lender_id")
+@click.argument("worker")
+@url_option
+def pipeline_pin(lender_id: str, worker: str, url: str) -> None:
+    """Pin a lender to the workers named WORKER (TRANCHE_WORKER_NAME), from their next heartbeat on."""
+    import httpx
+
+    response = httpx.put(f"{url}/v1/pipeline/pins/{lender_id}", json={"worker": worker}, timeout=30)
+    _raise_for(response)
+    click.echo(json.dumps(response.json(), indent=2))
+
+
+@pipeline.command("unpin")
+@click.argument("lender_id")
+@url_option
+def pipeline_unpin(lender_id: str, url: str) -> None:
+    """Let every worker serve a lender again."""
+    import httpx
+
+    _raise_for(httpx.delete(f"{url}/v1/pipeline/pins/{lender_id}", timeout=30))
+    click.echo(f"{lender_id} is served by every worker")
+
+
+@pipeline.command("pins")
+@url_option
+def pipeline_pins(url: str) -> None:
+    """The pins, and whether each is obeyed (a worker of that name is alive)."""
+    import httpx
+
+    response = httpx.get(f"{url}/v1/pipeline/pins", timeout=30)
+    _raise_for(response)
+    click.echo(json.dumps(response.json(), indent=2))
+
+
+@pipeline.command("workers")
+@url_option
+def pipeline_workers(url: str) -> None:
+    """The registered workers, their heartbeat and the leases they hold."""
+    import httpx
+
+    response = httpx.get(f"{url}/v1/pipeline/workers", timeout=30)
+    _raise_for(response)
+    click.echo(json.dumps(response.json(), indent=2))
+
+
+@pipeline.command("retry")
+@click.argument("item_id", required=False)
+@click.option("--batch", "batch_id", help="put back every parked or failed item of this batch instead")
+@url_option
+def pipeline_retry(item_id: str | None, batch_id: str | None, url: str) -> None:
+    """Put a parked or failed item (or those of a batch) back at its stage, attempts reset."""
+    import httpx
+
+    if (item_id is None) == (batch_id is None):
+        raise click.UsageError("give either ITEM_ID or --batch")
+    if item_id is not None:
+        response = httpx.post(f"{url}/v1/pipeline/items/{item_id}/retry", timeout=30)
+        _raise_for(response)
+        click.echo(json.dumps(response.json(), indent=2))
+        return
+    total = 0
+    while True:
+        response = httpx.post(f"{url}/v1/pipeline/items/retry", params={"trace_key": batch_id}, timeout=60)
+        _raise_for(response)
+        requeued = response.json()["requeued"]
+        total += len(requeued)
+        if len(requeued) < 1000:
+            break
+    click.echo(f"put back {total} items of {batch_id}")
+
+
+@main.group()
 def tape() -> None:
     """Synthetic loan tapes."""
 

@@ -291,8 +291,19 @@ class PipelineRunner:
         if self._registered:
             try:
                 with self.engine.begin() as conn:
+                    # No thread works on anything now: whatever the store still says this runner holds (an
+                    # item stranded by an outage, say) goes back before the registration it could be found by.
+                    stages = [(rt.pipeline.name, rt.stage.name) for rt in self._runtimes]
+                    store.hand_back(
+                        conn,
+                        store.leased_by(conn, self.owner, stages),
+                        reason="its worker stopped",
+                        now=self.clock.now(),
+                    )
                     workers.deregister(conn, self.owner)
                 self._registered = False
+                with self._held_lock:
+                    self._stranded.clear()
             except Exception as exc:
                 # Others will find the heartbeat stopped and take over whatever is left.
                 log.warning("pipeline worker %s could not deregister: %s", self.owner, _summary(exc))
