@@ -133,8 +133,8 @@ def test_a_pin_to_a_worker_that_is_not_running_strands_nothing_and_says_so(
 
     assert statuses(db, w2s) == ["done"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("acme is pinned to worker ghost, which is not running" in m for m in warnings)
-    assert any("bolt is pinned to worker w2, which is not running" in m for m in warnings)
+    assert any("partition acme is pinned to worker ghost, which is not running" in m for m in warnings)
+    assert any("partition bolt is pinned to worker w2, which is not running" in m for m in warnings)
     with db.connect() as conn:
         assert [(p.partition, p.obeyed) for p in list_pins(conn, now=clock.now(), timeout=TIMEOUT)] == [
             ("acme", False),

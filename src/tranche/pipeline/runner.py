@@ -406,17 +406,18 @@ class PipelineRunner:
             newly = orphaned - self._orphaned_pins
             healed = {(p, w) for p, w in self._orphaned_pins - orphaned if pinned.get(p) == w}
             self._orphaned_pins = orphaned
-        for partition, worker in sorted(newly):
+        for worker, partitions in _by_worker(newly).items():
             log.warning(
-                "partition %s is pinned to worker %s, which is not running: worker %s serves it (as every "
-                "worker does) until %s is back",
-                partition,
+                "%s pinned to worker %s, which is not running: worker %s serves %s (as every worker does) "
+                "until %s is back",
+                _partitions(partitions),
                 worker,
                 self.name,
+                "it" if len(partitions) == 1 else "them",
                 worker,
             )
-        for partition, worker in sorted(healed):
-            log.info("partition %s: its worker %s is back, its pin holds again", partition, worker)
+        for worker, partitions in _by_worker(healed).items():
+            log.info("%s: worker %s is back, the pin holds again", _partitions(partitions), worker)
         if excluded != before:
             log.info(
                 "pipeline worker %s leaves %s to the workers they are pinned to",
@@ -741,6 +742,21 @@ class PipelineRunner:
             lease.item.stage,
         )
         return Outcome(lease.item.id, lease.item.stage, "lease_lost")
+
+
+def _by_worker(pins: set[tuple[str, str]]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for partition, worker in sorted(pins):
+        found.setdefault(worker, []).append(partition)
+    return found
+
+
+def _partitions(names: Sequence[str], shown: int = 10) -> str:
+    """``partition a is`` or ``partitions a, b, c and 7 more are``, for a log line."""
+    if len(names) == 1:
+        return f"partition {names[0]} is"
+    listed = ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+    return f"partitions {listed} are"
 
 
 def _is_store_error(exc: BaseException) -> bool:
