@@ -179,9 +179,9 @@ def test_a_pin_changed_at_run_time_takes_effect_within_a_heartbeat_without_a_res
     assert took < 2.0
 
 
-def test_ordered_stages_keep_each_partitions_order_across_workers(db: Engine) -> None:
-    """Two workers of different names, several threads each, claim the same partitions; each partition's
-    batches still pass the ordered stage in sequence order."""
+def test_ordered_stages_keep_each_partitions_order_across_workers_and_moving_pins(db: Engine) -> None:
+    """Two workers of different names, several threads each, claim the same partitions while pins move them
+    from one worker to the other; each partition's batches still pass the ordered stage in sequence order."""
     rng = random.Random(3)
     lock = threading.Lock()
 
@@ -207,6 +207,22 @@ def test_ordered_stages_keep_each_partitions_order_across_workers(db: Engine) ->
     lenders = [f"lender-{n}" for n in range(4)]
     for r in runners:
         r.start()
+    moving = threading.Event()
+
+    def move_pins() -> None:
+        # Pins move between the workers (and away) while the work runs: the order must not care.
+        choices = random.Random(5)
+        while not moving.wait(0.05):
+            with db.begin() as conn:
+                lender = choices.choice(lenders)
+                target = choices.choice(["w1", "w2", None])
+                if target is None:
+                    unpin(conn, lender)
+                else:
+                    pin(conn, lender, target, now=SystemClock().now())
+
+    mover = threading.Thread(target=move_pins)
+    mover.start()
     try:
         for sequence in range(1, 7):
             for lender in lenders:
@@ -216,8 +232,11 @@ def test_ordered_stages_keep_each_partitions_order_across_workers(db: Engine) ->
         deadline = time.monotonic() + 60
         while len(effect_rows(db, "toy.diff")) < 48 and time.monotonic() < deadline:
             time.sleep(0.05)
+        moving.set()
+        mover.join()
         assert all(r.wait_idle(10) for r in runners)
     finally:
+        moving.set()
         for r in runners:
             r.stop()
     rows = effect_rows(db, "toy.diff")

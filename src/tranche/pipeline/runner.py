@@ -189,6 +189,7 @@ class PipelineRunner:
         self._store_error: str | None = None
         self._store_nagged_at = 0.0
         self._registered = False
+        self._process_start = workers.process_start(os.getpid()) or "?"
 
     # -- introspection ---------------------------------------------------------------------------------
 
@@ -346,7 +347,7 @@ class PipelineRunner:
                     name=self.name,
                     node=node,
                     pid=os.getpid(),
-                    started=workers.process_start(os.getpid()) or "?",
+                    started=self._process_start,
                     now=now,
                 )
             reaped = workers.reap(conn, me=self.owner, node=node, now=now, timeout=self.worker_timeout)
