@@ -337,20 +337,20 @@ def pipeline_unpin(lender_id: str, url: str) -> None:
 @url_option
 def pipeline_pins(url: str) -> None:
     """The pins, and whether each is obeyed (a worker of that name is alive)."""
-    import httpx
-
-    response = httpx.get(f"{url}/v1/pipeline/pins", timeout=30)
-    _raise_for(response)
-    click.echo(json.dumps(response.json(), indent=2))
+    _echo_get(f"{url}/v1/pipeline/pins")
 
 
 @pipeline.command("workers")
 @url_option
 def pipeline_workers(url: str) -> None:
     """The registered workers, their heartbeat and the leases they hold."""
+    _echo_get(f"{url}/v1/pipeline/workers")
+
+
+def _echo_get(address: str) -> None:
     import httpx
 
-    response = httpx.get(f"{url}/v1/pipeline/workers", timeout=30)
+    response = httpx.get(address, timeout=30)
     _raise_for(response)
     click.echo(json.dumps(response.json(), indent=2))
 
