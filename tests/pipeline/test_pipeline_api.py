@@ -256,8 +256,15 @@ def test_the_command_line_pins_lists_and_puts_back_through_the_api(
     setup: tuple[TestClient, PipelineRunner, Flaky], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, runner, service = setup
+
+    def through(verb: str) -> Any:
+        def call(url: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
+            return getattr(client, verb)(url, **kwargs)  # the test client takes no timeout
+
+        return call
+
     for verb in ("get", "put", "post", "delete"):
-        monkeypatch.setattr(httpx, verb, getattr(client, verb))
+        monkeypatch.setattr(httpx, verb, through(verb))
     service.down_error = TerminalError("400")
     (item_id,) = put(runner.engine, "toy.diff", trace_key="bat_7", clock=runner.clock)
     runner.run_until_idle()
