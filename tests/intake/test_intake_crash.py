@@ -57,6 +57,7 @@ def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(
         "TRANCHE_DATABASE_URL": database_url,
         "TRANCHE_ARCHIVE_DIR": str(tmp_path / "archive"),
         "TRANCHE_SLICE_SIZE": "100",
+        "TRANCHE_OPS_PORT": "0",  # no ops server: other workers (and test runs) on this host may hold the port
         "TRANCHE_LOG_LEVEL": "WARNING",
         "TRANCHE_STAGE_INTAKE_DIFF_LEASE_SECONDS": "1",
         "TRANCHE_STAGE_INTAKE_READ_LEASE_SECONDS": "1",
