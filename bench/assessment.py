@@ -43,7 +43,7 @@ from tranche.assessment.projection import add_months, project_many, remaining_te
 from tranche.assessment.remote import HttpCashflowClient
 from tranche.assessment.service import CashflowServer
 from tranche.assessment.store import write_assessments
-from tranche.intake.loan import Borrower, Loan, LoanStatus, ScheduleType
+from tranche.shared.loan import Borrower, Loan, LoanStatus, ScheduleType
 from tranche.store.engine import create_store_engine
 from tranche.store.migrate import upgrade
 

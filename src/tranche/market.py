@@ -34,13 +34,12 @@ from tranche.matching.book import Event, SellOffer
 from tranche.matching.errors import OfferWithdrawnError
 from tranche.matching.offers import MarginSchedule, RetainedShares, sell_offer_for
 from tranche.matching.service import MatchingService
+from tranche.shared.loan import LEFT_ACTIVE
 from tranche.store.engine import reading
 from tranche.trading.handlers import Marketplace
 from tranche.trading.service import Change, TradingService
 
 log = logging.getLogger(__name__)
-
-LEFT_ACTIVE = ("withdrawn", "repaid", "defaulted", "written_off")
 
 
 class LockedMarketplace(Marketplace):

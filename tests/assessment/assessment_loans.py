@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from tranche.assessment.projection import add_months
-from tranche.intake.loan import Borrower, Loan, LoanStatus, ScheduleType
+from tranche.shared.loan import Borrower, Loan, LoanStatus, ScheduleType
 
 BORROWER = Borrower(country="EE", age=35, income_monthly=250_000, credit_score=720)
 

@@ -24,7 +24,7 @@ from tranche.assessment.projection import (
     project_many,
     remaining_term,
 )
-from tranche.intake.loan import Loan, ScheduleType
+from tranche.shared.loan import Loan, ScheduleType
 
 TOLERANCE = 1 + 1e-6  # one minor unit, plus float noise of the reference
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tranche.assessment.errors import InvalidRiskRulesError
 from tranche.assessment.projection import project
 from tranche.assessment.rules import DEFAULT_RULES, RiskRules, compile_rules, parse_risk_rules
-from tranche.intake.loan import Borrower
+from tranche.shared.loan import Borrower
 
 TODAY = date(2026, 2, 1)
 

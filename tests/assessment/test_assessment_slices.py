@@ -23,8 +23,8 @@ from tranche.assessment.slices import (
     project_and_assess,
     version_loan,
 )
-from tranche.intake.loan import Borrower, Loan, LoanStatus
 from tranche.intake.parse import columns_of
+from tranche.shared.loan import Borrower, Loan, LoanStatus
 
 AT = datetime(2026, 11, 23, 18, 30, tzinfo=UTC)
 

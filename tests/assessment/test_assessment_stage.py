@@ -17,10 +17,10 @@ from tranche.assessment.service import CashflowServer
 from tranche.assessment.slices import LoadedSlice
 from tranche.assessment.stage import ASSESS, AssessStage
 from tranche.assessment.tables import loan_assessments
-from tranche.intake.loan import Loan
 from tranche.pipeline import BreakerPolicy, Item, NewItem, Pipeline, PipelineRunner, RetryPolicy, enqueue
 from tranche.pipeline.tables import pipeline_items
 from tranche.shared.clock import SystemClock
+from tranche.shared.loan import Loan
 
 LENDERS = ("lender-1", "lender-2")
 LOANS = {

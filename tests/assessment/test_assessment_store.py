@@ -22,7 +22,7 @@ from tranche.assessment.store import (
     write_assessments,
 )
 from tranche.assessment.tables import loan_assessments, risk_rules
-from tranche.intake.loan import Loan
+from tranche.shared.loan import Loan
 
 NOW = datetime(2026, 2, 1, 9, 30, tzinfo=UTC)
 STRICT = parse_risk_rules(

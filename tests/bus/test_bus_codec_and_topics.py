@@ -22,7 +22,7 @@ from tranche.bus import (
 )
 from tranche.bus.codec import decode, encode, to_jsonable
 from tranche.bus.topics import topic_matches
-from tranche.intake.loan import Borrower, Loan, LoanStatus, Payment, ScheduleType
+from tranche.shared.loan import Borrower, Loan, LoanStatus, Payment, ScheduleType
 
 
 @dataclass(frozen=True, slots=True)

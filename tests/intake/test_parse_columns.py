@@ -13,7 +13,6 @@ from bson.decimal128 import Decimal128
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tranche.intake.loan import Loan
 from tranche.intake.parse import (
     BORROWER_FIELDS,
     KNOWN_FIELDS,
@@ -26,6 +25,7 @@ from tranche.intake.parse import (
     parse_loan,
 )
 from tranche.intake.tapegen import first_tape, make_loan
+from tranche.shared.loan import Loan
 
 DAY = date(2026, 11, 23)
 

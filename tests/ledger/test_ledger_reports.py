@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-from tranche.intake.loan import Borrower, Loan, LoanStatus, Payment, ScheduleType
 from tranche.ledger.reports import LedgerReports
 from tranche.ledger.returns import xirr
 from tranche.ledger.service import LedgerService
 from tranche.matching.events import Bid, LoanFunded, OfferMatched
 from tranche.shared.clock import ManualClock
+from tranche.shared.loan import Borrower, Loan, LoanStatus, Payment, ScheduleType
 from tranche.shared.money import Money
 
 START = datetime(2026, 1, 1, 9, tzinfo=UTC)

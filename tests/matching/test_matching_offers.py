@@ -6,7 +6,6 @@ from decimal import Decimal
 import pytest
 from matching_factories import buy
 
-from tranche.intake.loan import Borrower, Loan, LoanStatus, ScheduleType
 from tranche.matching.book import Matcher
 from tranche.matching.errors import InvalidOfferError
 from tranche.matching.events import BidsRolledBack, OfferMatched
@@ -14,6 +13,7 @@ from tranche.matching.handlers import LoanOffers
 from tranche.matching.offers import MarginSchedule, RetainedShares, sell_offer_for, sellable_amount
 from tranche.matching.record import InMemoryMatchingRecord
 from tranche.matching.service import MatchingService
+from tranche.shared.loan import Borrower, Loan, LoanStatus, ScheduleType
 
 
 def loan(**changes: object) -> Loan:

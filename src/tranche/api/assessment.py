@@ -18,8 +18,8 @@ from tranche.assessment.store import (
 )
 from tranche.bootstrap import Container
 from tranche.intake.assessing import load_versions
-from tranche.intake.loan import Loan
 from tranche.shared.errors import NotFoundError
+from tranche.shared.loan import Loan
 
 router = APIRouter(tags=["assessment"])
 ContainerDep = Annotated[Container, Depends(container_of)]

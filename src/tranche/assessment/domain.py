@@ -12,7 +12,7 @@ from datetime import date, datetime
 from tranche.assessment.errors import LoanError
 from tranche.assessment.projection import Projection
 from tranche.assessment.rules import DEFAULT_RULES, CompiledRules, RiskRules, compile_rules
-from tranche.intake.loan import Loan, ScheduleType
+from tranche.shared.loan import Loan, ScheduleType
 
 __all__ = ["Assessment", "RiskRuleVersion", "assess", "assess_slice"]
 

@@ -22,8 +22,8 @@ from tranche.assessment.errors import LoanError
 from tranche.assessment.projection import Projection
 from tranche.assessment.projectors import CashflowProjector
 from tranche.assessment.store import latest_risk_rules_many, write_assessments
-from tranche.intake.loan import Loan
 from tranche.shared.clock import Clock
+from tranche.shared.loan import Loan
 
 __all__ = ["AssessOutcome", "project_slice", "record_assessments"]
 

@@ -41,7 +41,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol
 
 from tranche.assessment.errors import LoanError
-from tranche.intake.loan import ScheduleType
+from tranche.shared.loan import ScheduleType
 
 if TYPE_CHECKING:
     import numpy as np
@@ -81,7 +81,7 @@ BLOCK_CELLS = 1 << 16
 
 
 class CashflowTerms(Protocol):
-    """What a projection reads of a loan: :class:`tranche.intake.loan.Loan` has it all, and so does
+    """What a projection reads of a loan: :class:`tranche.shared.loan.Loan` has it all, and so does
     :class:`tranche.assessment.protocol.LoanTerms`, the loan as the cash-flow service receives it."""
 
     @property

@@ -26,7 +26,7 @@ from typing import Any
 
 from tranche.assessment.errors import LoanError
 from tranche.assessment.projection import CashflowTerms, Projection
-from tranche.intake.loan import ScheduleType
+from tranche.shared.loan import ScheduleType
 
 __all__ = [
     "LoanTerms",

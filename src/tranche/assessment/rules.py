@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tranche.assessment.errors import InvalidRiskRulesError
 from tranche.assessment.projection import Projection, remaining_term
-from tranche.intake.loan import Loan
+from tranche.shared.loan import Loan
 
 __all__ = [
     "DEFAULT_RULES",

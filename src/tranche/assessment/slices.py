@@ -30,7 +30,7 @@ from tranche.assessment.projection import (
     why_not,
 )
 from tranche.assessment.rules import LoanFacts
-from tranche.intake.loan import Borrower, Loan, LoanStatus, ScheduleType
+from tranche.shared.loan import Borrower, Loan, LoanStatus, ScheduleType
 
 __all__ = [
     "COLUMNS",

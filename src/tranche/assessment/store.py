@@ -20,8 +20,8 @@ from tranche.assessment.errors import RiskRulesConflictError
 from tranche.assessment.rules import RiskRules, parse_risk_rules
 from tranche.assessment.slices import COLUMNS, assessment_row
 from tranche.assessment.tables import loan_assessments, risk_rules
-from tranche.intake.loan import ScheduleType
 from tranche.shared.clock import stored_utc
+from tranche.shared.loan import ScheduleType
 
 __all__ = [
     "assessment_history",

@@ -25,13 +25,13 @@ from tranche.assessment.stage import ASSESS, AssessStage
 from tranche.assessment.store import latest_risk_rules, write_assessment_rows
 from tranche.intake import bulk
 from tranche.intake.events import AssessedLoan, LoansAssessed
-from tranche.intake.loan import Loan
 from tranche.intake.parse import ParseOptions, parse_loan
 from tranche.intake.parsing import AssessOrder
 from tranche.intake.stages import Prepare, Publish
 from tranche.intake.tables import assess_results, batch_errors, loan_versions
 from tranche.pipeline import Item, Next, Stage
 from tranche.shared.clock import Clock
+from tranche.shared.loan import Loan
 
 _COLUMNS = ", ".join(f"v.{name}" for name in VERSION_COLUMNS)
 

@@ -22,7 +22,7 @@ from typing import Any
 import bson
 from bson.decimal128 import Decimal128
 
-from tranche.intake.loan import Borrower, Loan, LoanStatus, Payment, ScheduleType
+from tranche.shared.loan import Borrower, Loan, LoanStatus, Payment, ScheduleType
 from tranche.shared.money import is_currency, minor_exponent
 
 KNOWN_FIELDS = frozenset(

@@ -25,9 +25,9 @@ import bson
 from tranche.intake.archive import Archive
 from tranche.intake.duplicates import partition_entries
 from tranche.intake.heads import Head, head_of, sqlite_changed_heads
-from tranche.intake.loan import LoanStatus
 from tranche.intake.parse import ParseOptions, loan_columns
 from tranche.intake.tape import RawDocument, TapeFormat, bson_loan_ids, iter_documents, loan_id_of
+from tranche.shared.loan import LoanStatus
 
 # A parsed document: (index, loan_id, status, columns, content_hash) for a valid loan, with the columns as
 # :func:`~tranche.intake.parse.loan_columns` gives them; or

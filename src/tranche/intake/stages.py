@@ -34,7 +34,6 @@ from tranche.intake.events import (
     RejectedLoan,
 )
 from tranche.intake.heads import Head, head_of
-from tranche.intake.loan import LoanStatus
 from tranche.intake.parsing import (
     AssessOrder,
     Parsed,
@@ -58,6 +57,7 @@ from tranche.intake.tape import (
 from tranche.pipeline import Item, NewItem, Next, Pipeline, RetryPolicy, Stage
 from tranche.shared.clock import Clock
 from tranche.shared.compute import Compute, InlineCompute
+from tranche.shared.loan import LoanStatus
 from tranche.store.engine import reading
 
 READ = "intake.read"

@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from tranche.bus.api import Bus
 from tranche.bus.codec import EventCodec
 from tranche.bus.message import Message
-from tranche.intake.loan import Loan
 from tranche.ledger.drift import PortfolioDrifted
 from tranche.ledger.errors import ReservationNotFoundError
 from tranche.ledger.service import BidsOutcome, LedgerService, RepaymentOutcome
 from tranche.matching.events import BidsRolledBack, LoanFunded, OfferMatched
+from tranche.shared.loan import Loan
 
 log = logging.getLogger(__name__)
 

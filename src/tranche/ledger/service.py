@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from tranche.intake.loan import Loan, LoanStatus
 from tranche.ledger import chart
 from tranche.ledger.adapters import (
     SqlLedger,
@@ -35,6 +34,7 @@ from tranche.ledger.drift import DriftAggregator, PortfolioDrifted
 from tranche.ledger.errors import InvalidTransferError, LedgerError, ReservationNotFoundError
 from tranche.matching.events import BidsRolledBack, LoanFunded, OfferMatched
 from tranche.shared.clock import Clock
+from tranche.shared.loan import Loan, LoanStatus
 from tranche.shared.money import Money
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tranche.intake.loan import Loan
 from tranche.matching.book import Event
 from tranche.matching.offers import MarginSchedule, RetainedShares, sell_offer_for
 from tranche.matching.service import MatchingService
+from tranche.shared.loan import Loan
 
 
 class LoanOffers:

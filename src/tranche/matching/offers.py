@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 
-from tranche.intake.loan import Loan, LoanStatus
 from tranche.matching.book import SellOffer
 from tranche.matching.criteria import LoanTraits
 from tranche.matching.errors import InvalidOfferError
+from tranche.shared.loan import Loan, LoanStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,9 @@
 """The loan as the platform knows it: one validated version of a lender's loan document.
 
-This is intake's public model; other contexts read it (assessment projects its cash flow, matching offers it)
-but only intake builds it, from a lender's tape.
+Every context speaks of loans (assessment projects their cash flow, matching offers them, the ledger settles
+their repayments), but only intake builds them, from a lender's tape. The model is shared kernel, below the
+contexts, so that none of them imports another to name a loan: intake depends on assessment, never the
+other way round.
 """
 
 from __future__ import annotations
@@ -19,6 +21,15 @@ class LoanStatus(enum.StrEnum):
     DEFAULTED = "defaulted"
     WRITTEN_OFF = "written_off"
     WITHDRAWN = "withdrawn"
+
+
+LEFT_ACTIVE: tuple[LoanStatus, ...] = (
+    LoanStatus.WITHDRAWN,
+    LoanStatus.REPAID,
+    LoanStatus.DEFAULTED,
+    LoanStatus.WRITTEN_OFF,
+)
+"""The statuses a loan leaves ``active`` for: each takes it off the market for good."""
 
 
 class ScheduleType(enum.StrEnum):
