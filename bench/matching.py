@@ -37,9 +37,7 @@ from pathlib import Path
 
 from sortedcontainers import SortedList
 
-from tranche.matching.book import BuyOffer, Matcher, SellOffer
-from tranche.matching.criteria import Criteria, LoanTraits
-from tranche.matching.events import OfferMatched
+from tranche.matching import BuyOffer, Criteria, LoanTraits, Matcher, OfferMatched, SellOffer
 
 COUNTRIES = ["ES", "LV", "EE", "LT", "PL", "DE", "CZ", "RO"]
 RISKS = ["A", "B", "C", "D", "E"]

@@ -10,16 +10,18 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeAlias
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from tranche.assessment.projectors import CashflowProjector, make_cashflow_projector
 from tranche.assessment.stage import ASSESS, AssessStage
 from tranche.bus import Bus, EventCodec, Message, connect
+from tranche.bus.dispatch import subscribe_handlers
 from tranche.bus.outbox import OutboxRelay, add_to_outbox
 from tranche.bus.owned import OwnedSubscriber
 from tranche.config import Settings
@@ -32,21 +34,36 @@ from tranche.ledger.drift import PortfolioDrifted
 from tranche.ledger.handlers import LedgerHandlers, matching_subscriber
 from tranche.ledger.reports import LedgerReports
 from tranche.ledger.service import LedgerService
-from tranche.market import LockedMarketplace, MarketNode
-from tranche.matching.adapters import SqlMatchingRecord
-from tranche.matching.events import BidsRolledBack, LoanFunded, OfferMatched
-from tranche.matching.service import MatchingService
+from tranche.matching import (
+    BidsRolledBack,
+    LoanFunded,
+    MatchingService,
+    OfferMatched,
+    OffersRefused,
+    SqlMatchingRecord,
+)
 from tranche.pipeline import Pipeline, PipelineRunner, overrides_from_env
 from tranche.settlement import SettlementNode
 from tranche.shared.clock import Clock, SystemClock
 from tranche.shared.compute import make_compute
 from tranche.shared.ids import new_id
+from tranche.shared.messages import Event, bind
 from tranche.shared.metrics import Metrics
 from tranche.store.engine import create_store_engine
 from tranche.store.migrate import prepare_schema
 from tranche.store.ownership import Claim, Ownership, Tenure, owner_of
-from tranche.trading.adapters import SqlPortfolioStore
-from tranche.trading.service import TradingService
+from tranche.trading import (
+    HANDLERS as MARKET_HANDLERS,
+)
+from tranche.trading import (
+    LedgerUnavailableError,
+    Market,
+    PortfolioChanged,
+    ReservationAnswer,
+    SqlLedgerView,
+    SqlPortfolioStore,
+    TradingService,
+)
 
 Publish: TypeAlias = Callable[[Connection, str, object], None]
 
@@ -85,9 +102,10 @@ class Container:
     ledger: LedgerService
     ledger_reports: LedgerReports
     trading: TradingService
-    market: LockedMarketplace | None = None
+    market: Market | None = None
     subscribers: tuple[Callable[[Bus], Awaitable[None]], ...] = ()
     timers: tuple[tuple[float, Callable[[], object]], ...] = ()
+
     _lifecycle: _Lifecycle = field(default_factory=_Lifecycle, repr=False, compare=False)
 
     def publish(self, conn: Connection, topic: str, event: object) -> None:
@@ -146,14 +164,14 @@ class Container:
         self.engine.dispose()
 
 
-def _fenced(ownership: Ownership, claim: Claim, publish: Publish) -> Publish:
+def _fenced(ownership: Ownership, claim: Claim, publish: Callable[..., None]) -> Callable[..., None]:
     """``publish`` that first checks, in the same transaction, that this process still owns ``claim``'s job
     (once ownership runs: a process that never starts messaging is alone, as a one-off command is)."""
 
-    def fenced(conn: Connection, topic: str, event: object) -> None:
+    def fenced(conn: Connection, *what: object) -> None:
         if ownership.running:
             claim.fence(conn)
-        publish(conn, topic, event)
+        publish(conn, *what)
 
     return fenced
 
@@ -173,22 +191,21 @@ def _epoch_of(conn: Connection, job: str) -> int:
     return int(conn.execute(select(job_owners.c.epoch).where(job_owners.c.job == job)).scalar() or 0)
 
 
-def _rebuild_unless_fresh(
-    market: LockedMarketplace, record: SqlMatchingRecord, *, built_when_free_at: tuple[Tenure | None, int]
+def _take_over(
+    market: Market, record: SqlMatchingRecord, *, built_when_free_at: tuple[Tenure | None, int]
 ) -> Callable[[Tenure], None]:
-    """On taking the market over: rebuild the books from the store, unless they were built while nobody
-    owned the market and this is the first tenure since (the embedded start: nothing changed them)."""
+    """On taking the market over: rebuild the books from the store (unless they were built while nobody owned
+    the market and this is the first tenure since: the embedded start, where nothing changed them), then settle
+    what was left placed and hand the books the buy offers trading issued that they never recorded."""
     holder, epoch = built_when_free_at
 
     def prepare(tenure: Tenure) -> None:
-        if holder is None and tenure.epoch == epoch + 1:
-            return
-        logging.getLogger(__name__).info(
-            "market: rebuilding the books from the store (epoch %d)", tenure.epoch
-        )
-        with market.lock:
-            market.matching = MatchingService.rebuild(record)
-            market.resync()
+        if not (holder is None and tenure.epoch == epoch + 1):
+            logging.getLogger(__name__).info(
+                "market: rebuilding the books from the store (epoch %d)", tenure.epoch
+            )
+            market.rebuild(MatchingService.rebuild(record))
+        market.resync()
 
     return prepare
 
@@ -227,10 +244,18 @@ def bootstrap(
         LoanFunded,
         BidsRolledBack,
         PortfolioDrifted,
+        PortfolioChanged,
+        OffersRefused,
     )
 
     def publish(conn: Connection, topic: str, event: object) -> None:
         add_to_outbox(conn, topic, event, codec=codec, now=clock.now())
+
+    def emit(conn: Connection, event: object) -> None:
+        """Publish an event through the outbox, in ``conn``'s transaction, under the topic it declares."""
+        if not isinstance(event, Event):
+            raise TypeError(f"{type(event).__name__} is not an Event")
+        add_to_outbox(conn, event.topic, event, codec=codec, now=clock.now())
 
     def prepare(topic: str, event: object) -> Message:
         """An event encoded ahead of the transaction that publishes it: the transaction stays short."""
@@ -272,7 +297,7 @@ def bootstrap(
         )
     ownership = Ownership(engine, ttl=settings.ownership_ttl, heartbeat=settings.ownership_heartbeat)
     ledger = LedgerService(engine, clock, drift_window=timedelta(seconds=settings.drift_window_seconds))
-    trading = TradingService(SqlPortfolioStore(engine), clock)
+    trading = TradingService(SqlPortfolioStore(engine, emit), clock, ledger=SqlLedgerView(engine))
     subscribers: list[Callable[[Bus], Awaitable[None]]] = []
     timers: list[tuple[float, Callable[[], object]]] = []
     if "ledger" in settings.roles:
@@ -280,26 +305,31 @@ def bootstrap(
         # The drift timer is a singleton job: it runs in the process that owns it.
         drift = ownership.claim("ledger-drift")
         settlement = SettlementNode(engine, handlers, _fenced(ownership, drift, publish))
-        subscribers.append(matching_subscriber(handlers, codec, "match.#"))
+        subscribers.append(matching_subscriber(handlers, codec, ["match.*.funded", "match.*.rolled_back"]))
         subscribers.append(settlement.subscriber(codec))
         timers.append((1.0, _while_owned(drift, settlement.tick)))
-    market: LockedMarketplace | None = None
+    market: Market | None = None
     if "market" in settings.roles:
         # The matcher's books live in the one process that owns the job "market"; other market processes
         # stand by and rebuild the books from the store when they take over.
         claim = ownership.claim("market")
-        record = SqlMatchingRecord(engine, publish=_fenced(ownership, claim, publish))
+        record = SqlMatchingRecord(engine, publish=_fenced(ownership, claim, emit))
         with engine.connect() as conn:
             before = owner_of(conn, "market"), _epoch_of(conn, "market")
-        market = LockedMarketplace(trading, MatchingService.rebuild(record), settle=True)
-        market.resync()
+        market = Market(trading, MatchingService.rebuild(record), _LedgerReservations(ledger))
+        bound = bind(MARKET_HANDLERS, market=market, engine=engine, publish=emit, clock=clock)
+
+        async def subscribe_market(bus: Bus) -> None:
+            await subscribe_handlers(bus, codec, bound, group="market")
+
         subscribers.append(
             OwnedSubscriber(
                 claim,
-                MarketNode(engine, market).subscriber(codec),
-                prepare=_rebuild_unless_fresh(market, record, built_when_free_at=before),
+                subscribe_market,
+                prepare=_take_over(market, record, built_when_free_at=before),
             )
         )
+        timers.append((2.0, _while_owned(claim, market.settle_unsettled)))
     container = Container(
         settings=settings,
         engine=engine,
@@ -322,3 +352,23 @@ def bootstrap(
         timers=tuple(timers),
     )
     return container
+
+
+class _LedgerReservations:
+    """The market's reservations, made by the ledger service of this process."""
+
+    def __init__(self, ledger: LedgerService) -> None:
+        self.ledger = ledger
+
+    def reserve(self, matches: Sequence[OfferMatched]) -> ReservationAnswer:
+        reserved: set[str] = set()
+        refused: dict[str, str] = {}
+        try:
+            for match in matches:
+                outcome = self.ledger.on_offer_matched(match)
+                reserved.update(outcome.done)
+                for bid_id, error in outcome.refused.items():
+                    refused[bid_id] = "insufficient_cash" if error.code == "overdraft" else error.code
+        except OperationalError as error:
+            raise LedgerUnavailableError(f"the ledger could not reserve: {error}") from error
+        return ReservationAnswer(frozenset(reserved), refused)

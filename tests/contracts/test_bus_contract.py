@@ -25,7 +25,7 @@ from tranche.bus import (
     RemoteError,
     RequestTimeoutError,
 )
-from tranche.matching.events import Bid, OfferMatched
+from tranche.matching import Bid, OfferMatched
 from tranche.testing.postgres import ServerUnavailable
 from tranche.testing.rabbitmq import RabbitNode
 

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from tranche.bootstrap import Container
 from tranche.ledger.service import LedgerService
-from tranche.matching.events import Bid, LoanFunded, OfferMatched
+from tranche.matching import Bid, LoanFunded, OfferMatched
 
 
 @pytest.fixture

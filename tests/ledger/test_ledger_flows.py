@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from tranche.ledger import chart
 from tranche.ledger.errors import OverdraftError, TransferExistsError
 from tranche.ledger.service import LedgerService
-from tranche.matching.events import Bid, BidsRolledBack, LoanFunded, OfferMatched
+from tranche.matching import Bid, BidsRolledBack, LoanFunded, OfferMatched
 from tranche.shared.clock import ManualClock
 from tranche.shared.loan import Borrower, Loan, LoanStatus, Payment, ScheduleType
 from tranche.shared.money import Money

@@ -14,7 +14,7 @@ from tranche.ledger import chart
 from tranche.ledger.errors import ReservationNotFoundError
 from tranche.ledger.handlers import LedgerHandlers, matching_subscriber
 from tranche.ledger.service import LedgerService
-from tranche.matching.events import Bid, BidsRolledBack, LoanFunded, OfferMatched
+from tranche.matching import Bid, BidsRolledBack, LoanFunded, OfferMatched
 from tranche.shared.clock import ManualClock
 from tranche.shared.money import Money
 

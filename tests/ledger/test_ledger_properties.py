@@ -22,7 +22,7 @@ from tranche.ledger.adapters import account_from_row
 from tranche.ledger.domain import Account
 from tranche.ledger.errors import LedgerError
 from tranche.ledger.service import LedgerService
-from tranche.matching.events import Bid, BidsRolledBack, LoanFunded, OfferMatched
+from tranche.matching import Bid, BidsRolledBack, LoanFunded, OfferMatched
 from tranche.shared.clock import ManualClock
 from tranche.shared.loan import Borrower, Loan, LoanStatus, Payment, ScheduleType
 from tranche.shared.money import Money

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from tranche.ledger.reports import LedgerReports
 from tranche.ledger.returns import xirr
 from tranche.ledger.service import LedgerService
-from tranche.matching.events import Bid, LoanFunded, OfferMatched
+from tranche.matching import Bid, LoanFunded, OfferMatched
 from tranche.shared.clock import ManualClock
 from tranche.shared.loan import Borrower, Loan, LoanStatus, Payment, ScheduleType
 from tranche.shared.money import Money

@@ -5,8 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from itertools import count
 
-from tranche.matching.book import BuyOffer, SellOffer
-from tranche.matching.criteria import Criteria, LoanTraits
+from tranche.matching import BuyOffer, Criteria, LoanTraits, SellOffer
 
 _ids = count(1)
 

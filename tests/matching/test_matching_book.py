@@ -5,11 +5,15 @@ from decimal import Decimal
 import pytest
 from matching_factories import buy, sell
 
-from tranche.matching.book import Matcher
-from tranche.matching.criteria import Criteria
+from tranche.matching import (
+    BidsRolledBack,
+    Criteria,
+    InMemoryMatchingRecord,
+    LoanFunded,
+    Matcher,
+    OfferMatched,
+)
 from tranche.matching.errors import DuplicateOfferError, InvalidOfferError, OfferWithdrawnError
-from tranche.matching.events import BidsRolledBack, LoanFunded, OfferMatched
-from tranche.matching.record import InMemoryMatchingRecord
 
 
 def matched(events: list[object]) -> list[OfferMatched]:

@@ -6,13 +6,9 @@ from decimal import Decimal
 import pytest
 from matching_factories import buy
 
-from tranche.matching.book import Matcher
+from tranche.matching import BidsRolledBack, InMemoryMatchingRecord, Matcher, MatchingService, OfferMatched
 from tranche.matching.errors import InvalidOfferError
-from tranche.matching.events import BidsRolledBack, OfferMatched
-from tranche.matching.handlers import LoanOffers
 from tranche.matching.offers import MarginSchedule, RetainedShares, sell_offer_for, sellable_amount
-from tranche.matching.record import InMemoryMatchingRecord
-from tranche.matching.service import MatchingService
 from tranche.shared.loan import Borrower, Loan, LoanStatus, ScheduleType
 
 
@@ -74,7 +70,7 @@ def test_a_changed_loan_rolls_back_its_unconfirmed_bids_and_is_offered_again_as_
     [matched] = service.offer_loan(first)
     assert isinstance(matched, OfferMatched)
     second = sell_offer_for(loan(outstanding_principal=500_000), 2, "A", MarginSchedule(), RetainedShares())
-    events = service.replace_loan(first.offer_id, second, "loan changed")
+    events = service.replace_loan(first.lender_id, first.loan_id, second, "loan changed")
     assert isinstance(events[0], BidsRolledBack) and events[0].bid_ids == tuple(
         b.bid_id for b in matched.bids
     )
@@ -87,20 +83,29 @@ def test_a_repaid_loan_is_never_sold_after_its_withdrawal_was_received() -> None
     offer = sell_offer_for(loan(), 1, "A", MarginSchedule(), RetainedShares())
     assert offer is not None
     assert service.offer_loan(offer) == []  # no demand yet: it rests
-    service.replace_loan(offer.offer_id, None, "repaid")
+    service.replace_loan(offer.lender_id, offer.loan_id, None, "repaid")
     events = service.place_buys([buy(amount=1_000_000, cap=1_000_000)])
     assert events == []
 
 
 def test_an_assessed_new_version_replaces_the_loans_live_offer_and_leaving_active_withdraws_it() -> None:
     service = MatchingService(Matcher(), InMemoryMatchingRecord())
-    offers = LoanOffers(service, MarginSchedule(), RetainedShares())
-    assert offers.assessed(loan(), 1, "A") == []  # no demand: the offer rests
-    assert service.matcher.live_offer_of("len_es", "L-1") == "len_es/L-1/v1"
-    offers.assessed(loan(outstanding_principal=600_000), 2, "B")
-    assert service.matcher.live_offer_of("len_es", "L-1") == "len_es/L-1/v2"
+    first = sell_offer_for(loan(), 1, "A", MarginSchedule(), RetainedShares())
+    assert service.replace_loan("len_es", "L-1", first, "loan changed") == []  # no demand: the offer rests
+    assert service.live_offer_of("len_es", "L-1") == "len_es/L-1/v1"
+    second = sell_offer_for(loan(outstanding_principal=600_000), 2, "B", MarginSchedule(), RetainedShares())
+    service.replace_loan("len_es", "L-1", second, "loan changed")
+    assert service.live_offer_of("len_es", "L-1") == "len_es/L-1/v2"
     assert service.matcher.sell_remaining("len_es/L-1/v2") == 540_000
     assert not service.matcher.has_sell("len_es/L-1/v1")
-    offers.left_active("len_es", ["L-1"], "repaid")
-    assert service.matcher.live_offer_of("len_es", "L-1") is None
+    service.replace_loan("len_es", "L-1", None, "repaid")
+    assert service.live_offer_of("len_es", "L-1") is None
     assert service.place_buys([buy(amount=1_000_000, cap=1_000_000)]) == []
+
+
+def test_the_live_offer_given_again_is_left_as_it_is() -> None:
+    service = MatchingService(Matcher(), InMemoryMatchingRecord())
+    offer = sell_offer_for(loan(), 1, "A", MarginSchedule(), RetainedShares())
+    service.replace_loan("len_es", "L-1", offer, "loan changed")
+    assert service.replace_loan("len_es", "L-1", offer, "loan changed") == []
+    assert service.live_offer_of("len_es", "L-1") == "len_es/L-1/v1"

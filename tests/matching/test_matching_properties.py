@@ -9,10 +9,18 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tranche.matching.book import BuyOffer, Event, Matcher, SellOffer
-from tranche.matching.criteria import Criteria, LoanTraits
-from tranche.matching.events import BidsRolledBack, LoanFunded, OfferMatched
-from tranche.matching.record import InMemoryMatchingRecord
+from tranche.matching import (
+    BidsRolledBack,
+    BuyOffer,
+    Criteria,
+    InMemoryMatchingRecord,
+    LoanFunded,
+    LoanTraits,
+    Matcher,
+    MatchEvent,
+    OfferMatched,
+    SellOffer,
+)
 
 COUNTRIES = ["ES", "LV", "EE"]
 LENDERS = ["len_a", "len_b", "len_c"]
@@ -101,7 +109,7 @@ class Run:
         self.bid_buy: dict[str, str] = {}
         self.n = 0
 
-    def step(self, events: list[Event]) -> None:
+    def step(self, events: list[MatchEvent]) -> None:
         self.record.save(self.matcher.drain_changes(), events)
         for event in events:
             if isinstance(event, OfferMatched):

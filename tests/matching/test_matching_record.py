@@ -9,13 +9,23 @@ import pytest
 from matching_factories import buy, sell
 from sqlalchemy import Engine
 
-from tranche.matching.adapters import SqlMatchingRecord
-from tranche.matching.book import Changes, Event, Matcher
-from tranche.matching.criteria import Criteria
+from tranche.matching import (
+    Changes,
+    Criteria,
+    InMemoryMatchingRecord,
+    Matcher,
+    MatchEvent,
+    MatchingRecord,
+    MatchingService,
+    OfferMatched,
+    SqlMatchingRecord,
+)
 from tranche.matching.errors import OfferWithdrawnError
-from tranche.matching.events import OfferMatched
-from tranche.matching.record import InMemoryMatchingRecord, MatchingRecord
-from tranche.matching.service import MatchingService
+
+
+def confirm(service: MatchingService, offer_id: str) -> None:
+    """The ledger reserved every bid placed on the offer."""
+    service.settle([b.bid_id for m in service.unsettled() if m.sell_offer_id == offer_id for b in m.bids], {})
 
 
 def trade(service: MatchingService) -> None:
@@ -32,12 +42,12 @@ def trade(service: MatchingService) -> None:
         ]
     )
     service.offer_loan(sell(amount=30_000, offer_id="s1"))
-    service.confirm("s1")
+    confirm(service, "s1")
     service.offer_loan(sell(amount=100_000, aon=True, offer_id="aon"))
     service.offer_loan(sell(amount=80_000, offer_id="s2", country="LV", rate="0.12"))
     service.withdraw_buys(["b2"], "portfolio edited")
     service.offer_loan(sell(amount=10_000, offer_id="s3"))
-    service.withdraw_loan("s3", "repaid")
+    service.replace_loan("len_1", service.matcher._sells["s3"].offer.loan_id, None, "repaid")
 
 
 class RecordContract:
@@ -81,7 +91,7 @@ class FailingRecord(InMemoryMatchingRecord):
 
     fail = False
 
-    def save(self, changes: Changes, events: Sequence[Event]) -> None:
+    def save(self, changes: Changes, events: Sequence[MatchEvent]) -> None:
         if self.fail:
             self.fail = False
             raise ConnectionError("the database went away")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+
+from tranche.api.app import create_app
+from tranche.bootstrap import Container
 
 EXAMPLE: dict[str, Any] = {
     "currency": "EUR",
@@ -29,11 +34,26 @@ EXAMPLE: dict[str, Any] = {
 
 
 @pytest.fixture
-def client(app_client: TestClient) -> TestClient:
-    return app_client
+def client(container: Container) -> Iterator[TestClient]:
+    """The API with its messaging running (the in-process bus, the outbox relay and the market role), and a
+    registered investor."""
+    with TestClient(create_app(container)) as client:
+        client.put("/v1/investors/inv_1", json={"name": "Investor One"})
+        yield client
+
+
+def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """What ``check`` returns once it is truthy: the market applies changes a moment after they are stored."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.05)
 
 
 def test_the_example_portfolio_is_created_as_written_and_issues_its_first_tranche(client: TestClient) -> None:
+    client.post("/v1/investors/inv_1/deposits", json={"amount": "100000.00", "currency": "EUR", "key": "d1"})
     created = client.post("/v1/investors/inv_1/portfolios", json=EXAMPLE)
     assert created.status_code == 201, created.text
     body = created.json()
@@ -41,7 +61,9 @@ def test_the_example_portfolio_is_created_as_written_and_issues_its_first_tranch
     assert safe["countries"] == ["ES"]
     assert safe["borrower_age"] == {"min": 28, "max": 35}
     assert safe["min_monthly_income"] == "2500.00"
-    assert body["cycle"] == 1
+    body = eventually(
+        lambda: (view := client.get(f"/v1/portfolios/{body['portfolio_id']}").json())["cycle"] == 1 and view
+    )
     composition = body["composition"]
     assert composition["wanted"] == "10000.00"  # the first tranche: 10 % of 100,000
     assert [b["target_percent"] for b in composition["buckets"]] == ["75", "25"]
@@ -77,13 +99,21 @@ def test_an_invalid_portfolio_is_rejected_with_422_naming_the_field(
 
 
 def test_pausing_withdraws_the_open_buy_offers_and_closing_freezes_the_portfolio(client: TestClient) -> None:
+    client.post("/v1/investors/inv_1/deposits", json={"amount": "100000.00", "currency": "EUR", "key": "d1"})
     portfolio_id = client.post("/v1/investors/inv_1/portfolios", json=EXAMPLE).json()["portfolio_id"]
+
+    def offers(status: str) -> list[dict[str, Any]]:
+        found = client.get(f"/v1/portfolios/{portfolio_id}/buy-offers").json()["buy_offers"]
+        return [o for o in found if o["status"] == status]
+
+    assert len(eventually(lambda: offers("open"))) == 2
     paused = client.post(f"/v1/portfolios/{portfolio_id}/pause").json()
-    assert paused["status"] == "paused"
-    assert len(paused["withdrawn_buy_offers"]) == 2
-    assert paused["composition"]["wanted"] == "0.00"
+    assert (paused["status"], paused["state"]) == ("paused", "paused")
+    assert len(eventually(lambda: offers("withdrawn"))) == 2 and offers("open") == []
+    assert client.get(f"/v1/portfolios/{portfolio_id}").json()["composition"]["wanted"] == "0.00"
     resumed = client.post(f"/v1/portfolios/{portfolio_id}/resume").json()
-    assert (resumed["status"], resumed["cycle"]) == ("active", 2)
+    assert resumed["status"] == "active"
+    assert eventually(lambda: client.get(f"/v1/portfolios/{portfolio_id}").json()["cycle"] == 2)
     updated = client.put(f"/v1/portfolios/{portfolio_id}", json={**EXAMPLE, "total": "50000.00"}).json()
     assert (updated["version"], updated["total"]) == (2, "50000.00")
     closed = client.post(f"/v1/portfolios/{portfolio_id}/close")
@@ -95,3 +125,27 @@ def test_pausing_withdraws_the_open_buy_offers_and_closing_freezes_the_portfolio
 
 def test_an_unknown_portfolio_is_404(client: TestClient) -> None:
     assert client.get("/v1/portfolios/pf_nope").status_code == 404
+
+
+def test_a_portfolio_for_an_unregistered_investor_is_refused(client: TestClient) -> None:
+    response = client.post("/v1/investors/nobody/portfolios", json=EXAMPLE)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_investor"
+
+
+@pytest.mark.parametrize("total", ["1e30", "99999999999999999999.99"])
+def test_a_total_too_large_for_64_bit_minor_units_is_refused_naming_the_field(
+    client: TestClient, total: str
+) -> None:
+    response = client.post("/v1/investors/inv_1/portfolios", json={**EXAMPLE, "total": total})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == "total"
+
+
+def test_a_lowercase_currency_is_read_as_its_code(client: TestClient) -> None:
+    response = client.post("/v1/investors/inv_1/portfolios", json={**EXAMPLE, "currency": "eur"})
+    assert response.status_code == 201 and response.json()["currency"] == "EUR"
+
+
+def test_a_portfolio_without_cash_waits_for_it_and_says_so(client: TestClient) -> None:
+    portfolio_id = client.post("/v1/investors/inv_1/portfolios", json=EXAMPLE).json()["portfolio_id"]
+    assert client.get(f"/v1/portfolios/{portfolio_id}").json()["state"] == "insufficient_cash"

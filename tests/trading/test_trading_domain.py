@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from trading_examples import RISKY, SAFE, example_portfolio
 
-from tranche.matching.criteria import Criteria
+from tranche.matching import Criteria
 from tranche.trading.domain import (
     Bucket,
     BucketPosition,

@@ -9,29 +9,52 @@ import pytest
 from sqlalchemy import Engine
 from trading_examples import example_portfolio
 
-from tranche.trading.adapters import SqlPortfolioStore
-from tranche.trading.domain import PortfolioStatus
-from tranche.trading.errors import PortfolioNotFoundError
-from tranche.trading.store import FillRow, InMemoryPortfolioStore, OfferRow, PortfolioStore
+from tranche.trading import (
+    FillRow,
+    InMemoryPortfolioStore,
+    OfferRow,
+    PortfolioChanged,
+    PortfolioNotFoundError,
+    PortfolioStatus,
+    PortfolioStore,
+    SqlPortfolioStore,
+)
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+CREATED = PortfolioChanged("pf_1", "inv_1", "EUR", 1, "active", "created")
+PAUSED = PortfolioChanged("pf_1", "inv_1", "EUR", 2, "paused", "paused")
 
 
 class PortfolioStoreContract:
     def test_a_portfolio_reads_back_as_it_was_stored(self, store: PortfolioStore) -> None:
         portfolio = example_portfolio()
-        store.add(portfolio, NOW)
+        store.add(portfolio, NOW, CREATED)
         assert store.get("pf_1") == portfolio
         assert store.list_for("inv_1") == [portfolio]
         assert store.list_for("someone else") == []
         assert store.active_ids() == ["pf_1"]
 
     def test_a_replaced_portfolio_reads_back_with_its_new_terms(self, store: PortfolioStore) -> None:
-        store.add(example_portfolio(), NOW)
+        store.add(example_portfolio(), NOW, CREATED)
         paused = replace(example_portfolio(), status=PortfolioStatus.PAUSED, cycle=3, version=2)
-        store.replace(paused, NOW)
+        store.replace(paused, NOW, PAUSED)
         assert store.get("pf_1") == paused
         assert store.active_ids() == []
+
+    def test_a_new_cycle_changes_the_cycle_alone(self, store: PortfolioStore) -> None:
+        store.add(example_portfolio(), NOW, CREATED)
+        stale = store.get("pf_1")
+        edited = replace(stale, total=5_000_000, version=2)
+        store.replace(edited, NOW, PAUSED)
+        store.advance_cycle("pf_1", 4, NOW)  # the gap analyzer read the portfolio before the edit
+        assert store.get("pf_1") == replace(edited, cycle=4)
+
+    def test_an_investors_active_portfolios_are_found_per_currency(self, store: PortfolioStore) -> None:
+        store.add(example_portfolio(), NOW, CREATED)
+        store.add(example_portfolio(portfolio_id="pf_2", currency="PLN"), NOW, CREATED)
+        assert store.active_of("inv_1", "EUR") == ["pf_1"]
+        assert store.active_of("inv_1", "PLN") == ["pf_2"]
+        assert store.active_of("inv_2", "EUR") == []
 
     def test_an_unknown_portfolio_is_not_found(self, store: PortfolioStore) -> None:
         with pytest.raises(PortfolioNotFoundError):
@@ -40,7 +63,7 @@ class PortfolioStoreContract:
     def test_offers_and_fills_are_traceable_to_portfolio_bucket_and_cycle(
         self, store: PortfolioStore
     ) -> None:
-        store.add(example_portfolio(), NOW)
+        store.add(example_portfolio(), NOW, CREATED)
         store.add_offers(
             [
                 OfferRow("bo_1", "pf_1", 1, "safe", 1, 750_000),
@@ -79,4 +102,18 @@ class TestInMemoryPortfolioStore(PortfolioStoreContract):
 class TestSqlPortfolioStore(PortfolioStoreContract):
     @pytest.fixture
     def store(self, engine: Engine) -> PortfolioStore:
-        return SqlPortfolioStore(engine)
+        return SqlPortfolioStore(engine, lambda conn, event: None)
+
+    def test_a_change_is_announced_in_the_transaction_that_stores_it(self, engine: Engine) -> None:
+        announced: list[object] = []
+
+        def publish(conn: object, event: object) -> None:
+            announced.append(event)
+            raise RuntimeError("the outbox is full")
+
+        store = SqlPortfolioStore(engine, publish)
+        with pytest.raises(RuntimeError):
+            store.add(example_portfolio(), NOW, CREATED)
+        assert announced == [CREATED]
+        with pytest.raises(PortfolioNotFoundError):
+            store.get("pf_1")  # the portfolio was not stored without its announcement

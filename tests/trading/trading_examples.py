@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from tranche.matching.criteria import Criteria
+from tranche.matching import Criteria
 from tranche.trading.domain import Bucket, Portfolio
 from tranche.trading.service import BucketDraft, PortfolioDraft
 

@@ -6,9 +6,7 @@ import random
 from datetime import date
 from decimal import Decimal
 
-from tranche.matching.book import SellOffer
-from tranche.matching.criteria import Criteria
-from tranche.matching.offers import MarginSchedule, RetainedShares, sell_offer_for
+from tranche.matching import Criteria, MarginSchedule, RetainedShares, SellOffer, sell_offer_for
 from tranche.shared.loan import Borrower, Loan, LoanStatus, ScheduleType
 from tranche.trading.service import BucketDraft, PortfolioDraft
 

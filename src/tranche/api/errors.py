@@ -5,9 +5,12 @@ Every error body has the same shape: ``{"error": {"code", "message", "record"?, 
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -42,6 +45,38 @@ from tranche.shared.errors import (
 )
 from tranche.store.ownership import OwnershipLostError
 from tranche.trading.errors import PortfolioClosedError
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    record: str | None = None
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: what went wrong, naming the record and the field where it can."""
+
+    error: ErrorDetail
+
+
+_MEANING = {
+    400: "the request cannot be read",
+    401: "no valid API key",
+    403: "the key lacks the scope this route needs",
+    404: "an id in the request names nothing (or nothing this caller may see)",
+    409: "the request contradicts what is stored",
+    413: "the body is too large",
+    422: "the request breaks a rule; the body names the field",
+    429: "too many requests; see Retry-After",
+    503: "a dependency is unavailable; see Retry-After",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` a route declares for the errors it can answer, each with the one error body."""
+    return {status: {"model": ErrorBody, "description": _MEANING[status]} for status in statuses}
+
 
 # Most specific class first: the first isinstance match wins.
 STATUS_BY_ERROR: list[tuple[type[TrancheError], int]] = [

@@ -3,9 +3,11 @@
 Amounts travel as decimal strings in major units of the portfolio's currency ("1000.00"); weights,
 tolerances and rates as decimal strings too (weights and tolerances in percent, rates as fractions: "0.07").
 
-When this process holds the market role, changes withdraw the portfolio's open buy offers from the matcher and
-new terms start a cycle at once; otherwise the withdrawn offer ids are returned for the caller's messaging to
-carry.
+A change is stored at once and answered with the portfolio's new terms; the market role applies it (withdraws
+the demand made under the old terms, plans under the new ones) when it receives the change's event, a moment
+later, whichever process took the request. While the market role is down the change waits, durable, in the
+outbox and the bus, and takes effect when the role comes back; the answer's ``state`` says what the portfolio is
+doing now.
 """
 
 from __future__ import annotations
@@ -17,13 +19,20 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from tranche.api.app import container_of
-from tranche.matching.criteria import Criteria
+from tranche.api.errors import error_responses
+from tranche.api.params import InvestorId, PortfolioId
+from tranche.crm import ensure_investor
+from tranche.matching import Criteria
 from tranche.shared.errors import ValidationError
-from tranche.shared.money import Money, is_currency, to_major
-from tranche.trading.domain import Portfolio
-from tranche.trading.errors import InvalidPortfolioError
-from tranche.trading.handlers import Marketplace
-from tranche.trading.service import BucketDraft, Change, PortfolioDraft, PortfolioView, TradingService
+from tranche.shared.money import Money, currency_code, to_major
+from tranche.trading import (
+    BucketDraft,
+    InvalidPortfolioError,
+    Portfolio,
+    PortfolioDraft,
+    PortfolioView,
+    TradingService,
+)
 
 router = APIRouter(tags=["trading"])
 
@@ -33,12 +42,7 @@ def trading_of(request: Request) -> TradingService:
     return container_of(request).trading
 
 
-def marketplace_of(request: Request) -> Marketplace | None:
-    return container_of(request).market
-
-
 TradingDep = Annotated[TradingService, Depends(trading_of)]
-MarketDep = Annotated[Marketplace | None, Depends(marketplace_of)]
 
 
 class RangeIn(BaseModel):
@@ -84,6 +88,9 @@ class PortfolioIn(BaseModel):
     buckets: list[BucketIn]
     tranche_percent: Decimal = Decimal(10)
     tolerance_percent: Decimal = Decimal(5)
+    keep_uninvested: Decimal = Field(
+        Decimal(0), description="cash (major units) that repayments and deposits leave uninvested"
+    )
 
 
 def _minor(value: Decimal, currency: str, field: str) -> int:
@@ -119,9 +126,10 @@ def _criteria(c: CriteriaIn, currency: str, where: str) -> Criteria:
 
 def draft_of(body: PortfolioIn) -> PortfolioDraft:
     """The domain's draft from the request body; amounts become minor units of the currency."""
-    currency = body.currency.upper()
-    if not is_currency(currency):
-        raise InvalidPortfolioError(f"{body.currency!r} is not an ISO 4217 currency code", field="currency")
+    try:
+        currency = currency_code(body.currency)
+    except ValidationError as error:
+        raise InvalidPortfolioError(error.message, field="currency") from None
     return PortfolioDraft(
         currency=currency,
         total=_minor(body.total, currency, "total"),
@@ -133,6 +141,7 @@ def draft_of(body: PortfolioIn) -> PortfolioDraft:
         ),
         tranche_percent=body.tranche_percent,
         tolerance_percent=body.tolerance_percent,
+        keep_uninvested=_minor(body.keep_uninvested, currency, "keep_uninvested"),
     )
 
 
@@ -167,6 +176,7 @@ def portfolio_view(p: Portfolio) -> dict[str, Any]:
         "min_ticket": money(p.min_ticket),
         "tranche_percent": str(p.tranche_percent),
         "tolerance_percent": str(p.tolerance_percent),
+        "keep_uninvested": money(p.keep_uninvested),
         "cycle": p.cycle,
         "version": p.version,
         "buckets": [
@@ -184,9 +194,12 @@ def portfolio_view(p: Portfolio) -> dict[str, Any]:
 def full_view(view: PortfolioView) -> dict[str, Any]:
     p = view.portfolio
     body = portfolio_view(p)
+    body["state"] = view.state
+    body["available_cash"] = str(to_major(max(view.available_cash, 0), p.currency))
     body["composition"] = {
         "invested": str(to_major(view.invested, p.currency)),
         "wanted": str(to_major(view.wanted, p.currency)),
+        "written_off": str(to_major(view.written_off, p.currency)),
         "within_tolerance": view.within_tolerance,
         "buckets": [
             {
@@ -196,6 +209,7 @@ def full_view(view: PortfolioView) -> dict[str, Any]:
                 "actual_percent": str(row.actual_percent),
                 "held": str(to_major(row.held, p.currency)),
                 "wanted": str(to_major(row.wanted, p.currency)),
+                "written_off": str(to_major(row.written_off, p.currency)),
             }
             for row in view.buckets
         ],
@@ -203,67 +217,79 @@ def full_view(view: PortfolioView) -> dict[str, Any]:
     return body
 
 
-def _changed(
-    trading: TradingService, market: Marketplace | None, change: Change, reason: str
-) -> dict[str, Any]:
-    if market is not None:
-        market.changed(change, reason)
-    body = full_view(trading.view(change.portfolio.portfolio_id))
-    body["withdrawn_buy_offers"] = list(change.withdraw)
-    return body
+_NOT_FOUND = error_responses(404, 422)
+_REFUSED = error_responses(404, 409, 422)
 
 
-@router.post("/investors/{investor_id}/portfolios", status_code=201, summary="Create a portfolio")
-def create_portfolio(
-    investor_id: str, body: PortfolioIn, trading: TradingDep, market: MarketDep
-) -> dict[str, Any]:
-    portfolio = trading.create(investor_id, draft_of(body))
-    if market is not None:
-        market.run([portfolio.portfolio_id])
-    return full_view(trading.view(portfolio.portfolio_id))
+@router.post(
+    "/investors/{investor_id}/portfolios", status_code=201, summary="Create a portfolio", responses=_REFUSED
+)
+def create_portfolio(investor_id: InvestorId, body: PortfolioIn, request: Request) -> dict[str, Any]:
+    container = container_of(request)
+    with container.engine.connect() as conn:
+        ensure_investor(conn, investor_id)
+    portfolio = container.trading.create(investor_id, draft_of(body))
+    return full_view(container.trading.view(portfolio.portfolio_id))
 
 
-@router.get("/investors/{investor_id}/portfolios", summary="An investor's portfolios")
-def list_portfolios(investor_id: str, trading: TradingDep) -> dict[str, Any]:
+@router.get("/investors/{investor_id}/portfolios", summary="An investor's portfolios", responses=_NOT_FOUND)
+def list_portfolios(investor_id: InvestorId, request: Request) -> dict[str, Any]:
+    container = container_of(request)
+    with container.engine.connect() as conn:
+        ensure_investor(conn, investor_id)
     return {
         "investor_id": investor_id,
-        "portfolios": [portfolio_view(p) for p in trading.list_for(investor_id)],
+        "portfolios": [portfolio_view(p) for p in container.trading.list_for(investor_id)],
     }
 
 
-@router.get("/portfolios/{portfolio_id}", summary="A portfolio with its composition against target")
-def read_portfolio(portfolio_id: str, trading: TradingDep) -> dict[str, Any]:
+@router.get(
+    "/portfolios/{portfolio_id}",
+    summary="A portfolio with its composition against target",
+    responses=_NOT_FOUND,
+)
+def read_portfolio(portfolio_id: PortfolioId, trading: TradingDep) -> dict[str, Any]:
     return full_view(trading.view(portfolio_id))
 
 
 @router.put(
-    "/portfolios/{portfolio_id}", summary="Replace a portfolio's terms (open buy offers are withdrawn)"
+    "/portfolios/{portfolio_id}",
+    summary="Replace a portfolio's terms (the market withdraws the demand made under the old ones)",
+    responses=_REFUSED,
 )
-def update_portfolio(
-    portfolio_id: str, body: PortfolioIn, trading: TradingDep, market: MarketDep
-) -> dict[str, Any]:
-    return _changed(trading, market, trading.update(portfolio_id, draft_of(body)), "portfolio edited")
+def update_portfolio(portfolio_id: PortfolioId, body: PortfolioIn, trading: TradingDep) -> dict[str, Any]:
+    trading.update(portfolio_id, draft_of(body))
+    return full_view(trading.view(portfolio_id))
 
 
-@router.post("/portfolios/{portfolio_id}/pause", summary="Stop buying; holdings stay")
-def pause_portfolio(portfolio_id: str, trading: TradingDep, market: MarketDep) -> dict[str, Any]:
-    return _changed(trading, market, trading.pause(portfolio_id), "portfolio paused")
+@router.post("/portfolios/{portfolio_id}/pause", summary="Stop buying; holdings stay", responses=_REFUSED)
+def pause_portfolio(portfolio_id: PortfolioId, trading: TradingDep) -> dict[str, Any]:
+    trading.pause(portfolio_id)
+    return full_view(trading.view(portfolio_id))
 
 
-@router.post("/portfolios/{portfolio_id}/resume", summary="Buy again")
-def resume_portfolio(portfolio_id: str, trading: TradingDep, market: MarketDep) -> dict[str, Any]:
-    return _changed(trading, market, trading.resume(portfolio_id), "portfolio resumed")
+@router.post("/portfolios/{portfolio_id}/resume", summary="Buy again", responses=_REFUSED)
+def resume_portfolio(portfolio_id: PortfolioId, trading: TradingDep) -> dict[str, Any]:
+    trading.resume(portfolio_id)
+    return full_view(trading.view(portfolio_id))
 
 
 @router.post(
-    "/portfolios/{portfolio_id}/close", summary="Close for good; holdings stay, nothing more is bought"
+    "/portfolios/{portfolio_id}/close",
+    summary="Close for good; holdings stay, nothing more is bought",
+    responses=_REFUSED,
 )
-def close_portfolio(portfolio_id: str, trading: TradingDep, market: MarketDep) -> dict[str, Any]:
-    return _changed(trading, market, trading.close(portfolio_id), "portfolio closed")
+def close_portfolio(portfolio_id: PortfolioId, trading: TradingDep) -> dict[str, Any]:
+    trading.close(portfolio_id)
+    return full_view(trading.view(portfolio_id))
 
 
-@router.get("/portfolios/{portfolio_id}/buy-offers", summary="Every buy offer the portfolio's cycles issued")
-def portfolio_buy_offers(portfolio_id: str, trading: TradingDep) -> dict[str, Any]:
+@router.get(
+    "/portfolios/{portfolio_id}/buy-offers",
+    summary="Every buy offer the portfolio's cycles issued",
+    responses=_NOT_FOUND,
+)
+def portfolio_buy_offers(portfolio_id: PortfolioId, trading: TradingDep) -> dict[str, Any]:
     portfolio = trading.get(portfolio_id)
     return {
         "portfolio_id": portfolio_id,

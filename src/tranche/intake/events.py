@@ -10,6 +10,10 @@ up to millions of loans and a message per loan would make the bus the bottleneck
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
+
+from tranche.shared.loan import LEFT_ACTIVE
+from tranche.shared.messages import Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,26 +23,34 @@ class LoanKey:
 
 
 @dataclass(frozen=True, slots=True)
-class LoansListed:
+class LoansListed(Event):
     """Loans seen for the first time (version 1)."""
 
+    topic_template: ClassVar[str] = "loan.{lender_id}.listed"
     lender_id: str
     batch_id: str
     loans: tuple[LoanKey, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class LoansChanged:
+class LoansChanged(Event):
     """Loans whose content changed: a new version was stored."""
 
+    topic_template: ClassVar[str] = "loan.{lender_id}.changed"
     lender_id: str
     batch_id: str
     loans: tuple[LoanKey, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class LoansLeftActive:
+class LoansLeftActive(Event):
     """Loans whose status left ``active``: withdrawn, repaid, defaulted or written off (``status``)."""
+
+    topic_template: ClassVar[str] = "loan.{lender_id}.{status}"
+
+    @classmethod
+    def topic_patterns(cls) -> tuple[str, ...]:
+        return tuple(f"loan.*.{status}" for status in LEFT_ACTIVE)
 
     lender_id: str
     batch_id: str
@@ -54,9 +66,10 @@ class AssessedLoan:
 
 
 @dataclass(frozen=True, slots=True)
-class LoansAssessed:
+class LoansAssessed(Event):
     """Loan versions that were assessed and may now be offered (``loan.<lender>.assessed``)."""
 
+    topic_template: ClassVar[str] = "loan.{lender_id}.assessed"
     lender_id: str
     batch_id: str
     loans: tuple[AssessedLoan, ...]
@@ -71,9 +84,10 @@ class RejectedLoan:
 
 
 @dataclass(frozen=True, slots=True)
-class LoansRejected:
+class LoansRejected(Event):
     """Documents of a tape that were refused, with the field and the reason."""
 
+    topic_template: ClassVar[str] = "loan.{lender_id}.rejected"
     lender_id: str
     batch_id: str
     rejections: tuple[RejectedLoan, ...]

@@ -4,30 +4,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, bindparam, func, or_, select, update
 
-from tranche.matching.book import BidRecord, BuyOffer, Changes, DurableState, Event, SellOffer
 from tranche.matching.criteria import Criteria, LoanTraits
-from tranche.matching.events import Bid, BidsRolledBack, LoanFunded, OfferMatched
+from tranche.matching.events import Bid, BidsRolledBack, LoanFunded, OfferMatched, OffersRefused
 from tranche.matching.record import OfferStatus
-from tranche.matching.tables import bids, buy_offers, sell_offers
+from tranche.matching.tables import bids, buy_offers, refused_offers, sell_offers
+from tranche.matching.values import BidRecord, BuyOffer, Changes, DurableState, MatchEvent, SellOffer
 
-Publish = Callable[[Connection, str, object], None]
-
-
-def topic_of(event: Event) -> str:
-    """Where matching publishes an event: ``match.<lender>.matched|funded|rolled_back``."""
-    kind = (
-        "matched"
-        if isinstance(event, OfferMatched)
-        else "funded"
-        if isinstance(event, LoanFunded)
-        else "rolled_back"
-    )
-    return f"match.{event.lender_id}.{kind}"
+Publish = Callable[[Connection, object], None]
 
 
 class SqlMatchingRecord:
@@ -41,7 +30,7 @@ class SqlMatchingRecord:
         self.engine = engine
         self.publish = publish
 
-    def save(self, changes: Changes, events: Sequence[Event]) -> None:
+    def save(self, changes: Changes, events: Sequence[MatchEvent]) -> None:
         new_bids: list[dict[str, Any]] = []
         statuses: list[dict[str, Any]] = []
         for event in events:
@@ -73,7 +62,7 @@ class SqlMatchingRecord:
                     )
             if self.publish is not None:
                 for event in events:
-                    self.publish(conn, topic_of(event), event)
+                    self.publish(conn, event)
 
     def statuses(self, offer_ids: Sequence[str]) -> dict[str, OfferStatus]:
         ids = list(offer_ids)
@@ -245,3 +234,36 @@ def confirmed_amounts(conn: Connection, lender_id: str, loan_ids: Sequence[str])
         .group_by(sell_offers.c.loan_id)
     )
     return {loan_id: int(total) for loan_id, total in conn.execute(query).tuples().all()}
+
+
+def record_refusals(conn: Connection, event: OffersRefused, now: datetime) -> int:
+    """Store the loan versions the market refused (each once: a repeated event adds nothing); returns how many
+    were new."""
+    keys = [(r.loan_id, r.loan_version) for r in event.loans]
+    if not keys:
+        return 0
+    known = {
+        (row.loan_id, row.loan_version)
+        for row in conn.execute(
+            select(refused_offers.c.loan_id, refused_offers.c.loan_version).where(
+                refused_offers.c.lender_id == event.lender_id,
+                refused_offers.c.loan_id.in_([k for k, _ in keys]),
+            )
+        )
+    }
+    rows = [
+        {
+            "lender_id": event.lender_id,
+            "loan_id": r.loan_id,
+            "loan_version": r.loan_version,
+            "batch_id": event.batch_id,
+            "field": r.field,
+            "reason": r.reason,
+            "refused_at": now,
+        }
+        for r in event.loans
+        if (r.loan_id, r.loan_version) not in known
+    ]
+    if rows:
+        conn.execute(refused_offers.insert(), rows)
+    return len(rows)

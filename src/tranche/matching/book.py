@@ -3,22 +3,8 @@
 Pure and in memory: no I/O, no clock. Every call returns the events it caused; the durable record of offers
 and bids is kept by the caller, and :meth:`Matcher.restore` rebuilds the same books from it.
 
-How the book is laid out, and why
----------------------------------
-Demand is grouped by *criteria*: every buy offer whose bucket asks the same thing (criteria include the
-investor's minimum rate) waits in one FIFO queue, a :class:`_Demand`, and each queue of a market owns one bit,
-ranked most demanding first. A loan has seven dimensions (country, risk group, lender, borrower age, credit
-score, income, term); the integer ones are cut at every range boundary of the live criteria. For each
-dimension the book caches, per value (or per interval between cuts), the bit set of the queues that accept
-it; a loan's *mask* is the AND of its seven bit sets, i.e. exactly the queues that accept it, and the list of
-queues of each mask is cached too. So a new sell offer costs four bisections, seven dictionary lookups and an
-AND before it meets the demand that accepts it, and never looks at demand that does not. New criteria renumber
-the bits: the caches are dropped and refilled lazily.
-
-Unsold loans rest in arrival order, partial-funding and all-or-nothing ones apart, and are indexed by their
-mask. When demand arrives (new buy offers, or demand given back by a rollback) the OR of the arriving queues'
-bits picks the resting loans any of them accepts; only those loans, and only the arriving buy offers, are
-tried, so demand that had already been offered a loan is not walked again.
+The values the books hold are in :mod:`tranche.matching.values`; the index that finds the demand accepting a loan
+is in :mod:`tranche.matching.index`. This module holds the rules.
 
 Priorities
 ----------
@@ -39,13 +25,8 @@ Priorities
 
 from __future__ import annotations
 
-from bisect import bisect_right, insort
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Literal
+from collections.abc import Iterable, Mapping
 
-from tranche.matching.criteria import Criteria, LoanTraits
 from tranche.matching.errors import (
     DuplicateOfferError,
     InvalidOfferError,
@@ -53,365 +34,15 @@ from tranche.matching.errors import (
     UnknownOfferError,
 )
 from tranche.matching.events import Bid, BidsRolledBack, LoanFunded, OfferMatched
+from tranche.matching.index import CurrencyBook, Demand, LiveBuy, LiveSell, buy_seq, sell_seq
+from tranche.matching.values import BuyOffer, Changes, DurableState, MatchEvent, SellOffer
 
-Event = OfferMatched | LoanFunded | BidsRolledBack
-BidStatus = Literal["placed", "confirmed", "rolled_back"]
-
-
-@dataclass(frozen=True, slots=True)
-class SellOffer:
-    """The part of one version of an assessed loan that its lender sells."""
-
-    offer_id: str
-    lender_id: str
-    loan_id: str
-    loan_version: int
-    currency: str
-    amount: int  # minor units offered: outstanding principal less the lender's retained share
-    lender_rate: Decimal
-    margin: Decimal
-    all_or_nothing: bool
-    traits: LoanTraits
-    product: str = ""
-
-    @property
-    def investor_rate(self) -> Decimal:
-        """What the investors earn: the lender's rate less the platform's margin."""
-        return self.lender_rate - self.margin
+Fill = tuple[LiveBuy, int]
 
 
-@dataclass(frozen=True, slots=True)
-class BuyOffer:
-    """One bucket's demand in one cycle of its portfolio."""
-
-    buy_offer_id: str
-    portfolio_id: str
-    investor_id: str
-    bucket_id: str
-    cycle: int
-    currency: str
-    amount: int  # minor units wanted
-    min_ticket: int
-    per_loan_cap: int
-    criteria: Criteria
-
-
-@dataclass(frozen=True, slots=True)
-class BidRecord:
-    """A bid as the durable record holds it: the event's bid plus where it belongs and its status."""
-
-    bid: Bid
-    sell_offer_id: str
-    match_id: str
-    status: BidStatus
-
-
-@dataclass(frozen=True, slots=True)
-class DurableState:
-    """Everything the matcher needs to rebuild its books: open offers in arrival order, and their bids."""
-
-    sells: tuple[tuple[int, SellOffer], ...]  # (seq, offer)
-    buys: tuple[tuple[int, BuyOffer], ...]
-    # every bid on an open sell offer or from an open buy offer, rolled back ones included
-    bids: tuple[BidRecord, ...]
-
-
-@dataclass
-class Changes:
-    """What the matcher did besides the bids its events carry: the durable record applies both."""
-
-    sells: list[tuple[int, SellOffer]] = field(default_factory=list)
-    buys: list[tuple[int, BuyOffer]] = field(default_factory=list)
-    withdrawn: list[str] = field(default_factory=list)  # offer ids (sell or buy), never to trade again
-    finished: list[str] = field(default_factory=list)  # offer ids sold out or filled, and settled
-
-    def __bool__(self) -> bool:
-        return bool(self.sells or self.buys or self.withdrawn or self.finished)
-
-
-class _Demand:
-    """All live buy offers with equal criteria, FIFO by arrival."""
-
-    __slots__ = ("bit", "criteria", "min_rate", "order", "queue")
-
-    def __init__(self, criteria: Criteria, order: int) -> None:
-        self.criteria = criteria
-        self.min_rate = criteria.min_investor_rate
-        self.order = order
-        self.bit = order  # its position in the market's masks
-        self.queue: dict[str, _Buy] = {}
-
-    def capacity(self) -> int:
-        """What all queued offers could take from one loan: the numerator of sellability."""
-        return sum(buy.takeable() for buy in self.queue.values())
-
-
-class _Buy:
-    __slots__ = (
-        "cap",
-        "demand",
-        "id",
-        "investor",
-        "offer",
-        "placed",
-        "portfolio",
-        "remaining",
-        "seq",
-        "ticket",
-    )
-
-    def __init__(self, offer: BuyOffer, seq: int, demand: _Demand) -> None:
-        self.offer = offer
-        self.seq = seq
-        self.demand = demand
-        self.remaining = offer.amount
-        self.ticket = offer.min_ticket
-        self.cap = offer.per_loan_cap
-        self.portfolio = offer.portfolio_id
-        self.id = offer.buy_offer_id
-        self.investor = offer.investor_id
-        self.placed: dict[str, _Sell] = {}  # unconfirmed bids: bid id -> the loan's offer
-
-    def takeable(self) -> int:
-        amount = min(self.remaining, self.cap)
-        return amount - amount % self.ticket
-
-
-class _Sell:
-    __slots__ = (
-        "bid_count",
-        "by_portfolio",
-        "confirmed",
-        "investor_rate",
-        "mask",
-        "mask_generation",
-        "match_count",
-        "offer",
-        "placed",
-        "remaining",
-        "resting",
-        "seq",
-        "traits",
-    )
-
-    def __init__(self, offer: SellOffer, seq: int) -> None:
-        self.offer = offer
-        self.seq = seq
-        self.traits = offer.traits
-        self.investor_rate = offer.lender_rate - offer.margin
-        self.remaining = offer.amount
-        self.confirmed = 0
-        self.placed: dict[str, tuple[Bid, _Buy]] = {}  # unconfirmed bids
-        self.by_portfolio: dict[str, int] = {}
-        self.bid_count = 0
-        self.match_count = 0
-        self.resting = False
-        self.mask = 0  # the queues that accept it, as of the market's generation mask_generation
-        self.mask_generation = -1
-
-
-def _in_range(value: int, low: int | None, high: int | None) -> bool:
-    return (low is None or value >= low) and (high is None or value <= high)
-
-
-# One test per dimension of a loan, in the order of the keys in _Market.mask_of.
-_DIMENSIONS: tuple[Callable[[Criteria, LoanTraits], bool], ...] = (
-    lambda c, t: c.countries is None or t.country in c.countries,
-    lambda c, t: c.risk_groups is None or t.risk_group in c.risk_groups,
-    lambda c, t: (
-        (c.lenders_in is None or t.lender_id in c.lenders_in) and t.lender_id not in c.lenders_not_in
-    ),
-    lambda c, t: _in_range(t.borrower_age, c.age_min, c.age_max),
-    lambda c, t: _in_range(t.credit_score, c.score_min, c.score_max),
-    lambda c, t: _in_range(t.income_monthly, c.income_min, None),
-    lambda c, t: _in_range(t.term_months, c.term_min, c.term_max),
-)
-
-
-def _queue_order(d: _Demand) -> tuple[Decimal, int]:
-    return (-d.min_rate, d.order)
-
-
-def _sell_seq(s: _Sell) -> int:
-    return s.seq
-
-
-def _buy_seq(b: _Buy) -> int:
-    return b.seq
-
-
-class _Market:
-    """The book of one currency."""
-
-    def __init__(self, currency: str) -> None:
-        self.currency = currency
-        self.demand: dict[Criteria, _Demand] = {}
-        self.by_bit: list[_Demand] = []
-        self.cuts: tuple[list[int], list[int], list[int], list[int]] = ([], [], [], [])
-        self.dimension_masks: tuple[dict[object, int], ...] = tuple({} for _ in _DIMENSIONS)
-        self.by_mask: dict[int, list[_Demand]] = {}
-        self.resting: dict[str, _Sell] = {}
-        self.aon: dict[str, _Sell] = {}
-        # resting loans (both kinds) by the bit set of the queues that accept them, so that arriving demand
-        # finds the loans it accepts without looking at the others; rebuilt lazily when bits change
-        self.index: dict[int, dict[str, _Sell]] = {}
-        self.index_stale = False
-        self.generation = 0  # moves on whenever the bits are renumbered
-        # a loan's remainder below every ticket ever seen cannot be sold: the fill loop stops there
-        self.smallest_ticket: int | None = None
-
-    def demand_for(self, criteria: Criteria) -> _Demand:
-        found = self.demand.get(criteria)
-        if found is not None:
-            return found
-        created = _Demand(criteria, len(self.demand))
-        self.demand[criteria] = created
-        # bits are ranked most demanding first, so a mask lists its queues in serving order
-        self.by_bit.append(created)
-        self.by_bit.sort(key=_queue_order)
-        for bit, demand in enumerate(self.by_bit):
-            demand.bit = bit
-        for cuts, points in zip(self.cuts, criteria.boundaries(), strict=True):
-            for point in points:
-                index = bisect_right(cuts, point)
-                if index == 0 or cuts[index - 1] != point:
-                    insort(cuts, point)
-        # every mask gains a bit (and interval numbers may shift): recompute lazily
-        for cache in self.dimension_masks:
-            cache.clear()
-        self.by_mask.clear()
-        self.index.clear()
-        self.index_stale = True
-        self.generation += 1
-        return created
-
-    def queues_of(self, sell: _Sell) -> list[_Demand]:
-        """The demand queues whose criteria accept this loan (ignoring the rate), most demanding first."""
-        if sell.mask_generation != self.generation:
-            sell.mask = self.mask_of(sell.traits)
-            sell.mask_generation = self.generation
-        mask = sell.mask
-        queues = self.by_mask.get(mask)
-        if queues is None:
-            queues = []
-            rest = mask
-            while rest:
-                low = rest & -rest
-                queues.append(self.by_bit[low.bit_length() - 1])
-                rest ^= low
-            self.by_mask[mask] = queues
-        return queues
-
-    def mask_of(self, traits: LoanTraits) -> int:
-        """The bit set of the queues whose criteria accept this loan (ignoring the rate).
-
-        Each dimension maps the loan's value (or, for ranges, the interval between cuts it falls in) to the
-        bit set of queues that accept it; the loan's bit set is the AND of its seven.
-        """
-        masks = self.dimension_masks
-        age, score, income, term = self.cuts
-        keys = (
-            traits.country,
-            traits.risk_group,
-            traits.lender_id,
-            bisect_right(age, traits.borrower_age),
-            bisect_right(score, traits.credit_score),
-            bisect_right(income, traits.income_monthly),
-            bisect_right(term, traits.term_months),
-        )
-        mask = -1
-        for dimension, key in enumerate(keys):
-            bits = masks[dimension].get(key)
-            if bits is None:
-                bits = masks[dimension][key] = self._dimension_mask(dimension, traits)
-            mask &= bits
-            if not mask:
-                break
-        return mask
-
-    def resting_accepted_by(self, demands: Iterable[_Demand]) -> list[_Sell]:
-        """The resting loans (both kinds) that any of these queues accepts, oldest first."""
-        if self.index_stale:
-            self.index_stale = False
-            for sell in (*self.resting.values(), *self.aon.values()):
-                self._index(sell)
-        bits = 0
-        for demand in demands:
-            bits |= 1 << demand.bit
-        found = [sell for mask, group in self.index.items() if mask & bits for sell in group.values()]
-        found.sort(key=_sell_seq)
-        return found
-
-    def _index(self, sell: _Sell) -> None:
-        if sell.mask_generation != self.generation:
-            sell.mask = self.mask_of(sell.traits)
-            sell.mask_generation = self.generation
-        group = self.index.get(sell.mask)
-        if group is None:
-            group = self.index[sell.mask] = {}
-        group[sell.offer.offer_id] = sell
-
-    def _dimension_mask(self, dimension: int, t: LoanTraits) -> int:
-        mask = 0
-        for demand in self.by_bit:
-            if _DIMENSIONS[dimension](demand.criteria, t):
-                mask |= 1 << demand.bit
-        return mask
-
-    def enqueue(self, buy: _Buy) -> None:
-        queue = buy.demand.queue
-        key = buy.offer.buy_offer_id
-        if queue and next(reversed(queue.values())).seq > buy.seq:
-            # a rolled-back offer goes back to its place in the FIFO, as a rebuild would put it
-            queue[key] = buy
-            ordered = sorted(queue.values(), key=_buy_seq)
-            queue.clear()
-            queue.update((b.offer.buy_offer_id, b) for b in ordered)
-        else:
-            queue[key] = buy
-
-    def dequeue(self, buy: _Buy) -> None:
-        buy.demand.queue.pop(buy.offer.buy_offer_id, None)
-
-    def rest(self, sell: _Sell) -> None:
-        if sell.resting or sell.remaining <= 0:
-            return
-        sell.resting = True
-        if not self.index_stale:
-            self._index(sell)
-        if sell.offer.all_or_nothing:
-            _insert_by_seq(self.aon, sell)
-            return
-        _insert_by_seq(self.resting, sell)
-
-    def unrest(self, sell: _Sell) -> None:
-        if not sell.resting:
-            return
-        sell.resting = False
-        offer_id = sell.offer.offer_id
-        if not self.index_stale:
-            group = self.index[sell.mask]
-            del group[offer_id]
-            if not group:
-                del self.index[sell.mask]
-        if sell.offer.all_or_nothing:
-            del self.aon[offer_id]
-            return
-        del self.resting[offer_id]
-
-
-def _insert_by_seq(fifo: dict[str, _Sell], sell: _Sell) -> None:
-    key = sell.offer.offer_id
-    if fifo and next(reversed(fifo.values())).seq > sell.seq:
-        fifo[key] = sell
-        ordered = sorted(fifo.values(), key=_sell_seq)
-        fifo.clear()
-        fifo.update((s.offer.offer_id, s) for s in ordered)
-    else:
-        fifo[key] = sell
-
-
-Fill = tuple[_Buy, int]
+def offer_of_bid(bid_id: str) -> str:
+    """The sell offer a bid was placed on: bid ids are ``<offer id>#<n>``."""
+    return bid_id.rpartition("#")[0]
 
 
 class Matcher:
@@ -422,38 +53,38 @@ class Matcher:
     """
 
     def __init__(self) -> None:
-        self._markets: dict[str, _Market] = {}
-        self._sells: dict[str, _Sell] = {}
+        self._markets: dict[str, CurrencyBook] = {}
+        self._sells: dict[str, LiveSell] = {}
         self._by_loan: dict[tuple[str, str], str] = {}  # (lender, loan) -> its live offer
-        self._buys: dict[str, _Buy] = {}
+        self._buys: dict[str, LiveBuy] = {}
         self._withdrawn: set[str] = set()
         self._seq = 0
         self._changes = Changes()
 
     # ------------------------------------------------------------------ public commands
 
-    def add_sell(self, offer: SellOffer) -> list[Event]:
+    def add_sell(self, offer: SellOffer) -> list[MatchEvent]:
         """Offer (part of) a loan: sell it to the resting demand as far as it goes, rest the remainder."""
         self._check_sell(offer)
-        sell = _Sell(offer, self._next_seq())
+        sell = LiveSell(offer, self._next_seq())
         self._sells[offer.offer_id] = sell
         self._by_loan[(offer.lender_id, offer.loan_id)] = offer.offer_id
         self._changes.sells.append((sell.seq, offer))
         market = self._market(offer.currency)
-        events: list[Event] = []
+        events: list[MatchEvent] = []
         self._sell_to_demand(market, sell, events)
         market.rest(sell)
         self._maybe_finish_sell(sell)
         return events
 
-    def add_buys(self, offers: Iterable[BuyOffer]) -> list[Event]:
+    def add_buys(self, offers: Iterable[BuyOffer]) -> list[MatchEvent]:
         """Place buckets' demand: buy resting loans for each, then retry resting all-or-nothing loans."""
-        events: list[Event] = []
-        added: list[_Buy] = []
+        events: list[MatchEvent] = []
+        added: list[LiveBuy] = []
         for offer in offers:
             self._check_buy(offer)
             market = self._market(offer.currency)
-            buy = _Buy(offer, self._next_seq(), market.demand_for(offer.criteria))
+            buy = LiveBuy(offer, self._next_seq(), market.demand_for(offer.criteria))
             self._buys[offer.buy_offer_id] = buy
             self._changes.buys.append((buy.seq, offer))
             if market.smallest_ticket is None or offer.min_ticket < market.smallest_ticket:
@@ -469,11 +100,11 @@ class Matcher:
             self._maybe_finish_buy(buy)
         return events
 
-    def add_buy(self, offer: BuyOffer) -> list[Event]:
+    def add_buy(self, offer: BuyOffer) -> list[MatchEvent]:
         """One buy offer; see :meth:`add_buys`."""
         return self.add_buys((offer,))
 
-    def withdraw_sell(self, offer_id: str, reason: str) -> list[Event]:
+    def withdraw_sell(self, offer_id: str, reason: str) -> list[MatchEvent]:
         """Take a loan's offer off the market (loan changed, withdrawn or repaid) for good.
 
         Its unconfirmed bids are rolled back and the demand they held is matched again; the offer is never
@@ -486,7 +117,7 @@ class Matcher:
             raise UnknownOfferError(f"no sell offer {offer_id}", record=offer_id)
         market = self._markets[sell.offer.currency]
         market.unrest(sell)
-        events: list[Event] = []
+        events: list[MatchEvent] = []
         freed = self._roll_back(market, sell, list(sell.placed.values()), reason, events)
         del self._sells[offer_id]
         self._forget_loan(sell.offer)
@@ -495,7 +126,7 @@ class Matcher:
         self._offer_resting(market, freed, events)
         return events
 
-    def withdraw_buy(self, buy_offer_id: str, reason: str) -> list[Event]:
+    def withdraw_buy(self, buy_offer_id: str, reason: str) -> list[MatchEvent]:
         """Withdraw a bucket's demand (portfolio edited, paused or closed): roll back its unconfirmed bids
         and sell the loans they were on again. An offer the books no longer hold (withdrawn before, or filled
         and settled) changes nothing."""
@@ -503,57 +134,87 @@ class Matcher:
         if buy is None:
             # already withdrawn, or filled and settled (then there is nothing left to undo)
             return []
-        market = self._markets[buy.offer.currency]
-        market.dequeue(buy)
-        del self._buys[buy_offer_id]
-        events: list[Event] = []
-        sells: dict[str, _Sell] = {}
-        for sell in buy.placed.values():
-            sells[sell.offer.offer_id] = sell
-        freed: dict[str, _Buy] = {}
-        for sell in sorted(sells.values(), key=_sell_seq):
-            # an all-or-nothing loan loses its full subscription with any one bid: all of them go
-            bids = (
-                list(sell.placed.values())
-                if sell.offer.all_or_nothing
-                else [p for p in sell.placed.values() if p[1] is buy]
-            )
-            for other in self._roll_back(market, sell, bids, reason, events):
-                freed[other.offer.buy_offer_id] = other
-        freed.pop(buy_offer_id, None)
-        self._withdrawn.add(buy_offer_id)
-        self._changes.withdrawn.append(buy_offer_id)
-        for sell in sorted(sells.values(), key=_sell_seq):
-            if sell.offer.offer_id in self._sells:
-                market.unrest(sell)
-                self._sell_to_demand(market, sell, events)
-                market.rest(sell)
-                self._maybe_finish_sell(sell)
-        self._offer_resting(market, list(freed.values()), events)
+        events: list[MatchEvent] = []
+        sells, freed = self._take_buy(buy, reason, events)
+        self._offer_again(self._markets[buy.offer.currency], sells, freed, events)
         return events
 
-    def confirm(self, offer_id: str) -> list[Event]:
+    def confirm(self, offer_id: str) -> list[MatchEvent]:
         """Confirm every unconfirmed bid on a sell offer: they become investments (``LoanFunded``)."""
         sell = self._sells.get(offer_id)
         if sell is None:
             if offer_id in self._withdrawn:
                 raise OfferWithdrawnError(f"sell offer {offer_id} was withdrawn", record=offer_id)
             raise UnknownOfferError(f"no sell offer {offer_id}", record=offer_id)
-        if not sell.placed:
-            return []
-        bid_ids = tuple(sell.placed)
-        confirmed = 0
-        for bid_id, (bid, buy) in sell.placed.items():
-            confirmed += bid.amount
-            del buy.placed[bid_id]
-            if buy.remaining < buy.ticket and not buy.placed:
-                self._maybe_finish_buy(buy)
-        sell.confirmed += confirmed
-        sell.placed.clear()
-        offer = sell.offer
-        if sell.remaining <= 0:
-            self._maybe_finish_sell(sell)
-        return [LoanFunded(offer.lender_id, offer.loan_id, offer.loan_version, offer.currency, bid_ids)]
+        funded = self._confirm(sell, list(sell.placed))
+        return [] if funded is None else [funded]
+
+    def settle(
+        self,
+        reserved: Iterable[str],
+        refused: Mapping[str, str],
+        withdraw: Iterable[str] = (),
+        withdraw_reason: str = "insufficient_cash",
+    ) -> list[MatchEvent]:
+        """Apply the ledger's answer about placed bids, as one step.
+
+        The ``refused`` bids (bid id → reason) are rolled back, all the bids of an all-or-nothing loan with any
+        one of them (its reservation is all or nothing too); the buy offers in ``withdraw`` are taken off the
+        books (their investors cannot pay for them); the ``reserved`` bids are confirmed (``LoanFunded``, one per
+        loan); then what was rolled back is offered again to the demand that is left, which may place new bids.
+        Bids that are no longer placed (settled before: a repeated answer) are passed over.
+        """
+        events: list[MatchEvent] = []
+        affected: dict[str, dict[str, LiveSell]] = {}  # currency -> sells to offer again
+        freed: dict[str, dict[str, LiveBuy]] = {}  # currency -> buys that got demand back
+        refused_by_sell: dict[str, list[str]] = {}
+        for bid_id in refused:
+            refused_by_sell.setdefault(offer_of_bid(bid_id), []).append(bid_id)
+        for offer_id, bid_ids in sorted(refused_by_sell.items()):
+            sell = self._sells.get(offer_id)
+            if sell is None:
+                continue
+            bids = (
+                list(sell.placed.values())
+                if sell.offer.all_or_nothing
+                else [sell.placed[b] for b in bid_ids if b in sell.placed]
+            )
+            if not bids:
+                continue
+            market = self._markets[sell.offer.currency]
+            market.unrest(sell)
+            affected.setdefault(market.currency, {})[offer_id] = sell
+            for other in self._roll_back(market, sell, bids, refused[bid_ids[0]], events):
+                freed.setdefault(market.currency, {})[other.offer.buy_offer_id] = other
+        for buy_offer_id in withdraw:
+            buy = self._buys.get(buy_offer_id)
+            if buy is None:
+                continue
+            currency = buy.offer.currency
+            sells, others = self._take_buy(buy, withdraw_reason, events)
+            for sell in sells:
+                affected.setdefault(currency, {})[sell.offer.offer_id] = sell
+            for other in others:
+                freed.setdefault(currency, {})[other.offer.buy_offer_id] = other
+            for group in freed.values():
+                group.pop(buy_offer_id, None)
+        confirmed: dict[str, list[str]] = {}
+        for bid_id in reserved:
+            confirmed.setdefault(offer_of_bid(bid_id), []).append(bid_id)
+        for offer_id, bid_ids in sorted(confirmed.items()):
+            sell = self._sells.get(offer_id)
+            if sell is not None:
+                funded = self._confirm(sell, bid_ids)
+                if funded is not None:
+                    events.append(funded)
+        for currency in sorted(set(affected) | set(freed)):
+            self._offer_again(
+                self._markets[currency],
+                list(affected.get(currency, {}).values()),
+                list(freed.get(currency, {}).values()),
+                events,
+            )
+        return events
 
     def drain_changes(self) -> Changes:
         """Offers added, withdrawn and let go (sold out or filled, and settled) since the last call."""
@@ -583,6 +244,32 @@ class Matcher:
     def has_sell(self, offer_id: str) -> bool:
         """True while the sell offer is live (not sold out and settled, not withdrawn)."""
         return offer_id in self._sells
+
+    def buys_of(self, investor_id: str, currency: str) -> list[str]:
+        """The live buy offers of an investor in one currency, oldest first."""
+        found = [b for b in self._buys.values() if b.investor == investor_id and b.offer.currency == currency]
+        return [b.id for b in sorted(found, key=buy_seq)]
+
+    def unsettled(self) -> list[OfferMatched]:
+        """Every placed bid not yet confirmed or rolled back, one match per loan: what the ledger must still
+        answer for (after a restart, or when it could not be asked)."""
+        matches = []
+        for sell in sorted(self._sells.values(), key=sell_seq):
+            if sell.placed:
+                offer = sell.offer
+                matches.append(
+                    OfferMatched(
+                        f"{offer.offer_id}@unsettled",
+                        offer.lender_id,
+                        offer.loan_id,
+                        offer.loan_version,
+                        offer.currency,
+                        offer.all_or_nothing,
+                        tuple(bid for bid, _ in sell.placed.values()),
+                        offer.offer_id,
+                    )
+                )
+        return matches
 
     def open_sell_ids(self) -> list[str]:
         return list(self._sells)
@@ -628,14 +315,14 @@ class Matcher:
         matcher = cls()
         top = 0
         for seq, offer in state.sells:
-            sell = _Sell(offer, seq)
+            sell = LiveSell(offer, seq)
             matcher._sells[offer.offer_id] = sell
             matcher._by_loan[(offer.lender_id, offer.loan_id)] = offer.offer_id
             matcher._market(offer.currency)
             top = max(top, seq)
         for seq, buy_offer in state.buys:
             market = matcher._market(buy_offer.currency)
-            buy = _Buy(buy_offer, seq, market.demand_for(buy_offer.criteria))
+            buy = LiveBuy(buy_offer, seq, market.demand_for(buy_offer.criteria))
             matcher._buys[buy_offer.buy_offer_id] = buy
             if market.smallest_ticket is None or buy_offer.min_ticket < market.smallest_ticket:
                 market.smallest_ticket = buy_offer.min_ticket
@@ -665,10 +352,10 @@ class Matcher:
             owner.placed[bid.bid_id] = seller
         for offer_id, ids in matches.items():
             matcher._sells[offer_id].match_count = len(ids)
-        for buy in sorted(matcher._buys.values(), key=_buy_seq):
+        for buy in sorted(matcher._buys.values(), key=buy_seq):
             if buy.remaining >= buy.ticket:
                 matcher._markets[buy.offer.currency].enqueue(buy)
-        for sell in sorted(matcher._sells.values(), key=_sell_seq):
+        for sell in sorted(matcher._sells.values(), key=sell_seq):
             matcher._markets[sell.offer.currency].rest(sell)
         matcher._seq = top
         return matcher
@@ -679,10 +366,10 @@ class Matcher:
         self._seq += 1
         return self._seq
 
-    def _market(self, currency: str) -> _Market:
+    def _market(self, currency: str) -> CurrencyBook:
         market = self._markets.get(currency)
         if market is None:
-            market = self._markets[currency] = _Market(currency)
+            market = self._markets[currency] = CurrencyBook(currency)
         return market
 
     def _check_sell(self, offer: SellOffer) -> None:
@@ -718,10 +405,10 @@ class Matcher:
 
     def _allocate(
         self,
-        market: _Market,
-        sell: _Sell,
-        queues: Iterable[_Demand],
-        only: dict[_Demand, list[_Buy]] | None = None,
+        market: CurrencyBook,
+        sell: LiveSell,
+        queues: Iterable[Demand],
+        only: dict[Demand, list[LiveBuy]] | None = None,
     ) -> list[Fill]:
         """The fills this loan would get from ``queues`` (nothing is changed): the hot loop of the matcher.
 
@@ -739,7 +426,7 @@ class Matcher:
             if demand.min_rate > rate or not demand.queue:
                 continue
             if only is None:
-                buys: Iterable[_Buy] = demand.queue.values()
+                buys: Iterable[LiveBuy] = demand.queue.values()
             else:
                 chosen = only.get(demand)
                 if chosen is None:
@@ -762,7 +449,9 @@ class Matcher:
                     return fills
         return fills
 
-    def _apply(self, market: _Market, sell: _Sell, fills: list[Fill], events: list[Event]) -> None:
+    def _apply(
+        self, market: CurrencyBook, sell: LiveSell, fills: list[Fill], events: list[MatchEvent]
+    ) -> None:
         if not fills:
             return
         offer = sell.offer
@@ -812,7 +501,7 @@ class Matcher:
             )
         )
 
-    def _sell_to_demand(self, market: _Market, sell: _Sell, events: list[Event]) -> None:
+    def _sell_to_demand(self, market: CurrencyBook, sell: LiveSell, events: list[MatchEvent]) -> None:
         if not sell.offer.all_or_nothing:
             self._sell_partial(market, sell, market.queues_of(sell), None, events)
             return
@@ -822,11 +511,11 @@ class Matcher:
 
     def _sell_partial(
         self,
-        market: _Market,
-        sell: _Sell,
-        queues: list[_Demand],
-        only: dict[_Demand, list[_Buy]] | None,
-        events: list[Event],
+        market: CurrencyBook,
+        sell: LiveSell,
+        queues: list[Demand],
+        only: dict[Demand, list[LiveBuy]] | None,
+        events: list[MatchEvent],
     ) -> None:
         """Sell a partial-funding loan as far as demand goes: :meth:`_allocate` and :meth:`_apply` in one
         pass, because this is the path almost every fill takes."""
@@ -850,13 +539,13 @@ class Matcher:
             if not queue:
                 continue
             if only is None:
-                buys: Iterable[_Buy] = queue.values()
+                buys: Iterable[LiveBuy] = queue.values()
             else:
                 chosen = only.get(demand)
                 if chosen is None:
                     continue
                 buys = chosen
-            spent: list[_Buy] = []
+            spent: list[LiveBuy] = []
             for buy in buys:
                 amount = buy.remaining
                 if amount > left:
@@ -905,11 +594,11 @@ class Matcher:
             )
         )
 
-    def _offer_resting(self, market: _Market, arriving: list[_Buy], events: list[Event]) -> None:
+    def _offer_resting(self, market: CurrencyBook, arriving: list[LiveBuy], events: list[MatchEvent]) -> None:
         """Offer the resting loans to arriving demand: all-or-nothing loans by sellability, then the others
         oldest first; only the arriving buy offers are tried (the rest had their chance)."""
-        only: dict[_Demand, list[_Buy]] = {}
-        for buy in sorted(arriving, key=_buy_seq):
+        only: dict[Demand, list[LiveBuy]] = {}
+        for buy in sorted(arriving, key=buy_seq):
             if buy.remaining >= buy.ticket and self._buys.get(buy.offer.buy_offer_id) is buy:
                 only.setdefault(buy.demand, []).append(buy)
         if not only:
@@ -918,7 +607,7 @@ class Matcher:
         whole = [sell for sell in accepted if sell.offer.all_or_nothing]
         if whole:
             self._retry_all_or_nothing(market, whole, events)
-        sold_out: list[_Sell] = []
+        sold_out: list[LiveSell] = []
         for sell in accepted:
             if sell.offer.all_or_nothing or not sell.resting:
                 continue
@@ -929,10 +618,12 @@ class Matcher:
             market.unrest(sell)
             self._maybe_finish_sell(sell)
 
-    def _retry_all_or_nothing(self, market: _Market, candidates: list[_Sell], events: list[Event]) -> None:
+    def _retry_all_or_nothing(
+        self, market: CurrencyBook, candidates: list[LiveSell], events: list[MatchEvent]
+    ) -> None:
         """Try resting all-or-nothing loans that arriving demand accepts, most sellable first."""
-        ranked: list[tuple[int, int, _Sell]] = []
-        capacities: dict[_Demand, int] = {}
+        ranked: list[tuple[int, int, LiveSell]] = []
+        capacities: dict[Demand, int] = {}
         for sell in candidates:
             coverage = 0
             for demand in market.queues_of(sell):
@@ -951,12 +642,17 @@ class Matcher:
                 market.unrest(sell)
 
     def _roll_back(
-        self, market: _Market, sell: _Sell, bids: list[tuple[Bid, _Buy]], reason: str, events: list[Event]
-    ) -> list[_Buy]:
+        self,
+        market: CurrencyBook,
+        sell: LiveSell,
+        bids: list[tuple[Bid, LiveBuy]],
+        reason: str,
+        events: list[MatchEvent],
+    ) -> list[LiveBuy]:
         """Undo unconfirmed bids on one loan; returns the buy offers that got demand back."""
         if not bids:
             return []
-        freed: list[_Buy] = []
+        freed: list[LiveBuy] = []
         for bid, buy in bids:
             del sell.placed[bid.bid_id]
             del buy.placed[bid.bid_id]
@@ -980,18 +676,82 @@ class Matcher:
         )
         return freed
 
+    def _take_buy(
+        self, buy: LiveBuy, reason: str, events: list[MatchEvent]
+    ) -> tuple[list[LiveSell], list[LiveBuy]]:
+        """Take a buy offer off the books and roll back its unconfirmed bids; returns the loans they were on
+        and the other buy offers that got demand back (an all-or-nothing loan's other bids go with it)."""
+        market = self._markets[buy.offer.currency]
+        market.dequeue(buy)
+        buy_offer_id = buy.offer.buy_offer_id
+        del self._buys[buy_offer_id]
+        sells: dict[str, LiveSell] = {}
+        for sell in buy.placed.values():
+            sells[sell.offer.offer_id] = sell
+        freed: dict[str, LiveBuy] = {}
+        for sell in sorted(sells.values(), key=sell_seq):
+            # an all-or-nothing loan loses its full subscription with any one bid: all of them go
+            bids = (
+                list(sell.placed.values())
+                if sell.offer.all_or_nothing
+                else [p for p in sell.placed.values() if p[1] is buy]
+            )
+            for other in self._roll_back(market, sell, bids, reason, events):
+                freed[other.offer.buy_offer_id] = other
+        freed.pop(buy_offer_id, None)
+        self._withdrawn.add(buy_offer_id)
+        self._changes.withdrawn.append(buy_offer_id)
+        return sorted(sells.values(), key=sell_seq), list(freed.values())
+
+    def _offer_again(
+        self, market: CurrencyBook, sells: list[LiveSell], freed: list[LiveBuy], events: list[MatchEvent]
+    ) -> None:
+        """Sell loans that got parts back to the demand, then offer the resting loans to demand that got
+        amounts back, so that the books are quiescent again."""
+        for sell in sorted(sells, key=sell_seq):
+            if sell.offer.offer_id in self._sells:
+                market.unrest(sell)
+                self._sell_to_demand(market, sell, events)
+                market.rest(sell)
+                self._maybe_finish_sell(sell)
+        self._offer_resting(market, freed, events)
+
+    def _confirm(self, sell: LiveSell, bid_ids: Iterable[str]) -> LoanFunded | None:
+        """Confirm these unconfirmed bids on one loan (others are passed over): they become investments."""
+        confirmed: list[str] = []
+        amount = 0
+        for bid_id in bid_ids:
+            entry = sell.placed.pop(bid_id, None)
+            if entry is None:
+                continue
+            bid, buy = entry
+            amount += bid.amount
+            del buy.placed[bid_id]
+            confirmed.append(bid_id)
+            if buy.remaining < buy.ticket and not buy.placed:
+                self._maybe_finish_buy(buy)
+        if not confirmed:
+            return None
+        sell.confirmed += amount
+        if sell.remaining <= 0:
+            self._maybe_finish_sell(sell)
+        offer = sell.offer
+        return LoanFunded(
+            offer.lender_id, offer.loan_id, offer.loan_version, offer.currency, tuple(confirmed)
+        )
+
     def _forget_loan(self, offer: SellOffer) -> None:
         key = (offer.lender_id, offer.loan_id)
         if self._by_loan.get(key) == offer.offer_id:
             del self._by_loan[key]
 
-    def _maybe_finish_sell(self, sell: _Sell) -> None:
+    def _maybe_finish_sell(self, sell: LiveSell) -> None:
         if sell.remaining <= 0 and not sell.placed and self._sells.get(sell.offer.offer_id) is sell:
             del self._sells[sell.offer.offer_id]
             self._forget_loan(sell.offer)
             self._changes.finished.append(sell.offer.offer_id)
 
-    def _maybe_finish_buy(self, buy: _Buy) -> None:
+    def _maybe_finish_buy(self, buy: LiveBuy) -> None:
         if buy.remaining < buy.ticket and not buy.placed and self._buys.get(buy.offer.buy_offer_id) is buy:
             del self._buys[buy.offer.buy_offer_id]
             self._changes.finished.append(buy.offer.buy_offer_id)

@@ -1,4 +1,9 @@
-"""Events the matcher publishes; the ledger settles them.
+"""Events the matcher publishes, each under ``match.<lender>.<kind>``.
+
+A match's bids are reserved by the ledger before they are confirmed (see :mod:`tranche.trading.market`):
+``OfferMatched`` says bids were placed, ``LoanFunded`` that the listed bids are confirmed (the ledger posts their
+reservations), ``BidsRolledBack`` that they never will be (the ledger voids any reservation they had), and
+``OffersRefused`` that loan versions could not be offered at all, with the reason.
 
 Amounts are integer minor units of ``currency``; rates are annual nominal ``Decimal``.
 """
@@ -7,6 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import ClassVar
+
+from tranche.shared.messages import Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,8 +32,10 @@ class Bid:
 
 
 @dataclass(frozen=True, slots=True)
-class OfferMatched:
-    """Bids were placed on a loan: the ledger reserves each investor's cash (pending transfers)."""
+class OfferMatched(Event):
+    """Bids were placed on a loan; they are confirmed once the ledger has reserved each investor's cash."""
+
+    topic_template: ClassVar[str] = "match.{lender_id}.matched"
 
     match_id: str
     lender_id: str
@@ -38,8 +48,10 @@ class OfferMatched:
 
 
 @dataclass(frozen=True, slots=True)
-class LoanFunded:
+class LoanFunded(Event):
     """The listed bids are confirmed: the ledger posts their reservations (cash to lender, holding to investor)."""
+
+    topic_template: ClassVar[str] = "match.{lender_id}.funded"
 
     lender_id: str
     loan_id: str
@@ -49,11 +61,34 @@ class LoanFunded:
 
 
 @dataclass(frozen=True, slots=True)
-class BidsRolledBack:
-    """The listed bids will never be confirmed (loan changed, withdrawn, not fully subscribed, offer edited):
-    the ledger voids their reservations."""
+class BidsRolledBack(Event):
+    """The listed bids will never be confirmed (the investor could not pay, the loan changed or left the market,
+    the portfolio was edited): the ledger voids whatever reservation they had."""
+
+    topic_template: ClassVar[str] = "match.{lender_id}.rolled_back"
 
     lender_id: str
     loan_id: str
     reason: str
     bid_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedOffer:
+    """One loan version the market could not offer, with the field at fault and why."""
+
+    loan_id: str
+    loan_version: int
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class OffersRefused(Event):
+    """Loan versions the market refused to offer (e.g. the lender's margin exceeds the loan's rate); each alone,
+    its neighbours are offered."""
+
+    topic_template: ClassVar[str] = "match.{lender_id}.refused"
+    lender_id: str
+    batch_id: str
+    loans: tuple[RefusedOffer, ...]

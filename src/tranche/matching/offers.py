@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 
-from tranche.matching.book import SellOffer
 from tranche.matching.criteria import LoanTraits
 from tranche.matching.errors import InvalidOfferError
+from tranche.matching.values import SellOffer
 from tranche.shared.loan import Loan, LoanStatus
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
-from tranche.matching.book import BidRecord, BuyOffer, Changes, DurableState, Event, SellOffer
 from tranche.matching.events import BidsRolledBack, LoanFunded, OfferMatched
+from tranche.matching.values import BidRecord, BuyOffer, Changes, DurableState, MatchEvent, SellOffer
 
 OfferStatus = Literal["open", "withdrawn", "finished"]
 
@@ -18,7 +18,7 @@ OfferStatus = Literal["open", "withdrawn", "finished"]
 class MatchingRecord(Protocol):
     """Where the matcher's offers and bids are kept."""
 
-    def save(self, changes: Changes, events: Sequence[Event]) -> None:
+    def save(self, changes: Changes, events: Sequence[MatchEvent]) -> None:
         """Record one step of the matcher: new offers first, then the bids of its events, then statuses."""
         ...
 
@@ -39,7 +39,7 @@ class InMemoryMatchingRecord:
         self.buys: dict[str, tuple[int, BuyOffer, OfferStatus]] = {}
         self.bids: dict[str, BidRecord] = {}
 
-    def save(self, changes: Changes, events: Sequence[Event]) -> None:
+    def save(self, changes: Changes, events: Sequence[MatchEvent]) -> None:
         for seq, sell in changes.sells:
             self.sells[sell.offer_id] = (seq, sell, "open")
         for seq, buy in changes.buys:

@@ -5,7 +5,7 @@ Rates are stored as decimal strings: exact on every backend.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Index, Integer, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, ForeignKey, Index, Integer, String, Table, Text
 
 from tranche.store.schema import metadata
 
@@ -67,4 +67,17 @@ bids = Table(
     Column("status", String(16), nullable=False),  # placed | confirmed | rolled_back
     Index("ix_matching_bids_sell_offer_id", "sell_offer_id"),
     Index("ix_matching_bids_buy_offer_id", "buy_offer_id"),
+)
+
+# Loan versions the market could not offer, each with the field at fault and why (for the lender and operators).
+refused_offers = Table(
+    "matching_refused_offers",
+    metadata,
+    Column("lender_id", String(64), primary_key=True),
+    Column("loan_id", String(128), primary_key=True),
+    Column("loan_version", Integer, primary_key=True),
+    Column("batch_id", String(64), nullable=False),
+    Column("field", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("refused_at", DateTime(timezone=True), nullable=False),
 )

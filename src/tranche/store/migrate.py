@@ -43,10 +43,10 @@ HEADS = frozenset(
         "crm_0002",
         "intake_0003",
         "ledger_0001",
-        "matching_0001",
+        "matching_0002",
         "pipeline_0002",
         "store_0001",
-        "trading_0001",
+        "trading_0002",
     }
 )
 """The newest revision of each context's branch."""

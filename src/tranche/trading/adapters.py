@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, Row, select, update
+from sqlalchemy import Connection, Engine, Row, select, update
 
-from tranche.trading.domain import Portfolio, PortfolioStatus
+from tranche.trading.domain import HeldPrincipal, Portfolio, PortfolioStatus
 from tranche.trading.errors import PortfolioNotFoundError
+from tranche.trading.events import PortfolioChanged
 from tranche.trading.store import (
     FillRow,
     FillStatus,
@@ -21,16 +22,21 @@ from tranche.trading.store import (
 )
 from tranche.trading.tables import buy_offers, fills, portfolios
 
+Publish = Callable[[Connection, object], None]
+
 
 class SqlPortfolioStore:
-    """:class:`tranche.trading.store.PortfolioStore` on the store."""
+    """:class:`tranche.trading.store.PortfolioStore` on the store; ``publish`` writes an event to the outbox in
+    the caller's transaction."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, publish: Publish) -> None:
         self.engine = engine
+        self.publish = publish
 
-    def add(self, portfolio: Portfolio, now: datetime) -> None:
+    def add(self, portfolio: Portfolio, now: datetime, change: PortfolioChanged) -> None:
         with self.engine.begin() as conn:
             conn.execute(portfolios.insert().values(**_row(portfolio), created_at=now, updated_at=now))
+            self.publish(conn, change)
 
     def get(self, portfolio_id: str) -> Portfolio:
         with self.engine.connect() as conn:
@@ -48,17 +54,39 @@ class SqlPortfolioStore:
             )
             return [_portfolio(row) for row in rows]
 
-    def replace(self, portfolio: Portfolio, now: datetime) -> None:
+    def replace(self, portfolio: Portfolio, now: datetime, change: PortfolioChanged) -> None:
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(portfolios)
                 .where(portfolios.c.portfolio_id == portfolio.portfolio_id)
                 .values(**_row(portfolio), updated_at=now)
             )
-        if result.rowcount == 0:
-            raise PortfolioNotFoundError(
-                f"no portfolio {portfolio.portfolio_id}", record=portfolio.portfolio_id
+            if result.rowcount == 0:
+                raise PortfolioNotFoundError(
+                    f"no portfolio {portfolio.portfolio_id}", record=portfolio.portfolio_id
+                )
+            self.publish(conn, change)
+
+    def advance_cycle(self, portfolio_id: str, cycle: int, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(portfolios)
+                .where(portfolios.c.portfolio_id == portfolio_id)
+                .values(cycle=cycle, updated_at=now)
             )
+
+    def active_of(self, investor_id: str, currency: str) -> list[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(portfolios.c.portfolio_id)
+                .where(
+                    portfolios.c.investor_id == investor_id,
+                    portfolios.c.currency == currency,
+                    portfolios.c.status == PortfolioStatus.ACTIVE.value,
+                )
+                .order_by(portfolios.c.created_at, portfolios.c.portfolio_id)
+            )
+            return [row.portfolio_id for row in rows]
 
     def active_ids(self) -> list[str]:
         with self.engine.connect() as conn:
@@ -178,6 +206,7 @@ def _row(p: Portfolio) -> dict[str, Any]:
         "cycle": p.cycle,
         "version": p.version,
         "buckets": buckets_to_json(p.buckets),
+        "keep_uninvested": p.keep_uninvested,
     }
 
 
@@ -195,6 +224,7 @@ def _portfolio(row: Row[Any]) -> Portfolio:
         Decimal(row.tolerance_percent),
         row.cycle,
         row.version,
+        row.keep_uninvested,
     )
 
 
@@ -208,3 +238,35 @@ def _offer(row: Row[Any]) -> OfferRow:
         row.amount,
         row.status,
     )
+
+
+class SqlLedgerView:
+    """What trading reads of the ledger, on the store: investors' available cash and the principal each funded
+    bid still holds."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def funded(self, portfolio_id: str) -> dict[str, HeldPrincipal]:
+        p = "?" if self.engine.dialect.name == "sqlite" else "%s"
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT h.bid_id, a.credits_posted - a.debits_posted, h.status, h.amount "
+                "FROM ledger_holdings h JOIN ledger_accounts a ON a.id = h.account_id "
+                f"WHERE h.portfolio_id = {p} AND h.status NOT IN ('reserved', 'refused', 'rolled_back')",
+                (portfolio_id,),
+            ).all()
+        found: dict[str, HeldPrincipal] = {}
+        for bid_id, balance, status, amount in rows:
+            lost = int(amount) - int(balance) if status == "written_off" else 0
+            found[bid_id] = HeldPrincipal(int(balance), max(lost, 0))
+        return found
+
+    def available(self, investor_id: str, currency: str) -> int:
+        p = "?" if self.engine.dialect.name == "sqlite" else "%s"
+        with self.engine.connect() as conn:
+            row = conn.exec_driver_sql(
+                "SELECT credits_posted - debits_posted - debits_pending FROM ledger_accounts WHERE id = " + p,
+                (f"inv:{investor_id}:cash:{currency}",),
+            ).first()
+        return 0 if row is None else int(row[0])

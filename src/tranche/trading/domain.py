@@ -32,7 +32,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Protocol
 
-from tranche.matching.criteria import Criteria
+from tranche.matching import Criteria
 from tranche.shared.money import allocate, is_currency
 from tranche.trading.errors import InvalidPortfolioError
 
@@ -71,6 +71,7 @@ class Portfolio:
     tolerance_percent: Decimal = Decimal(5)
     cycle: int = 0
     version: int = 1
+    keep_uninvested: int = 0  # cash the gap analyzer leaves uninvested, minor units
 
     def bucket(self, bucket_id: str) -> Bucket:
         for bucket in self.buckets:
@@ -107,6 +108,8 @@ def validate(portfolio: Portfolio) -> Portfolio:
         raise fail("the tranche must be more than 0 % and at most 100 % of the total", "tranche_percent")
     if not Decimal(0) <= portfolio.tolerance_percent < Decimal(50):
         raise fail("the tolerance must be at least 0 % and below 50 %", "tolerance_percent")
+    if portfolio.keep_uninvested < 0:
+        raise fail("the cash kept uninvested cannot be negative", "keep_uninvested")
     if not portfolio.buckets:
         raise fail("a portfolio needs at least one bucket", "buckets")
     names: set[str] = set()
@@ -157,11 +160,21 @@ def _validate_criteria(c: Criteria, where: str, record: str) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldPrincipal:
+    """What the ledger says of one funded bid: principal still held (after repayments), and written off."""
+
+    held: int
+    written_off: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class BucketPosition:
-    """What a bucket holds (bought, settled or not) and still wants (open buy offers), in minor units."""
+    """What a bucket holds (principal still held of what it bought, settled or not), still wants (open buy
+    offers) and lost (principal written off), in minor units."""
 
     held: int = 0
     wanted: int = 0
+    written_off: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +195,7 @@ class BucketComposition:
     actual_percent: Decimal
     held: int
     wanted: int
+    written_off: int = 0
 
 
 def composition(portfolio: Portfolio, positions: Mapping[str, BucketPosition]) -> list[BucketComposition]:
@@ -199,6 +213,7 @@ def composition(portfolio: Portfolio, positions: Mapping[str, BucketPosition]) -
                 actual.quantize(Decimal("0.01")),
                 position.held,
                 position.wanted,
+                position.written_off,
             )
         )
     return rows
@@ -218,8 +233,14 @@ def _deviations(portfolio: Portfolio, held: Mapping[str, int]) -> dict[str, Deci
     return {b.bucket_id: Decimal(held[b.bucket_id]) * HUNDRED / total - b.weight for b in portfolio.buckets}
 
 
-def plan_cycle(portfolio: Portfolio, positions: Mapping[str, BucketPosition]) -> list[BuyIntent]:
-    """The buy offers of the next cycle (see the module docstring); empty when there is nothing to do."""
+def plan_cycle(
+    portfolio: Portfolio, positions: Mapping[str, BucketPosition], cash: int | None = None
+) -> list[BuyIntent]:
+    """The buy offers of the next cycle (see the module docstring); empty when there is nothing to do.
+
+    ``cash`` is what the investor can still commit (available cash less what it keeps uninvested and what its
+    open offers already want): a cycle never asks for more, so demand shrinks to what the investor can pay.
+    """
     if portfolio.status is not PortfolioStatus.ACTIVE:
         return []
     ticket = portfolio.min_ticket
@@ -227,6 +248,8 @@ def plan_cycle(portfolio: Portfolio, positions: Mapping[str, BucketPosition]) ->
     committed = sum(p.held + p.wanted for p in pos.values())
     room = portfolio.total - committed
     tranche = min(room, int(Decimal(portfolio.total) * portfolio.tranche_percent / HUNDRED))
+    if cash is not None:
+        tranche = min(tranche, cash)
     tranche -= tranche % ticket
     if tranche <= 0:
         return []
@@ -279,15 +302,28 @@ def positions(
     portfolio: Portfolio,
     offers: Sequence[OfferLike],
     fills: Sequence[FillLike],
+    funded: Mapping[str, HeldPrincipal] | None = None,
 ) -> dict[str, BucketPosition]:
-    """Each bucket's holdings (fills not rolled back) and what its open offers still want (in whole tickets:
-    an offer that cannot take another ticket wants nothing more)."""
+    """Each bucket's holdings, what its open offers still want (in whole tickets: an offer that cannot take
+    another ticket wants nothing more) and what it lost.
+
+    A fill the ledger has funded (``funded``, by bid id) counts at the principal still held: repayments and
+    write-offs reduce it, so the gap analyzer puts the money that came back to work again. A fill not funded yet
+    counts at its amount; a rolled-back one not at all.
+    """
+    funded = funded or {}
     held: dict[str, int] = {b.bucket_id: 0 for b in portfolio.buckets}
+    lost: dict[str, int] = {}
     filled: dict[str, int] = {}
     for fill in fills:
         if fill.status == "rolled_back":
             continue
-        held[fill.bucket_id] = held.get(fill.bucket_id, 0) + fill.amount
+        ledger = funded.get(fill.bid_id)
+        if ledger is None:
+            held[fill.bucket_id] = held.get(fill.bucket_id, 0) + fill.amount
+        else:
+            held[fill.bucket_id] = held.get(fill.bucket_id, 0) + ledger.held
+            lost[fill.bucket_id] = lost.get(fill.bucket_id, 0) + ledger.written_off
         filled[fill.buy_offer_id] = filled.get(fill.buy_offer_id, 0) + fill.amount
     wanted: dict[str, int] = {b.bucket_id: 0 for b in portfolio.buckets}
     for offer in offers:
@@ -296,7 +332,10 @@ def positions(
         remaining = offer.amount - filled.get(offer.buy_offer_id, 0)
         if remaining >= portfolio.min_ticket:
             wanted[offer.bucket_id] = wanted.get(offer.bucket_id, 0) + remaining
-    return {bucket_id: BucketPosition(held.get(bucket_id, 0), wanted.get(bucket_id, 0)) for bucket_id in held}
+    return {
+        bucket_id: BucketPosition(held.get(bucket_id, 0), wanted.get(bucket_id, 0), lost.get(bucket_id, 0))
+        for bucket_id in held
+    }
 
 
 class OfferLike(Protocol):
@@ -311,6 +350,8 @@ class OfferLike(Protocol):
 
 
 class FillLike(Protocol):
+    @property
+    def bid_id(self) -> str: ...
     @property
     def buy_offer_id(self) -> str: ...
     @property

@@ -1,75 +1,96 @@
-"""Trading and matching working together, in process: the buy side of the market as one loop.
+"""The market role's handlers: what moves the books and the gap analyzer.
 
-The loop is what the message bus does between the two contexts: trading's cycles become buy offers for the
-matcher; the matcher's events update trading's positions, which may start the next cycle. ``settle`` stands
-for the ledger: when it is true every match is confirmed at once (the ledger reserved the cash); otherwise
-bids stay unconfirmed until :meth:`Marketplace.confirm`.
+- ``loan.<lender>.assessed``: the assessed loan versions are offered, each replacing the loan's live offer (and
+  rolling back that offer's unconfirmed bids); a version that cannot be offered is refused alone, with the
+  reason (``match.<lender>.refused``), and its neighbours are offered;
+- ``loan.<lender>.withdrawn|repaid|defaulted|written_off``: the loans are taken off the market at once;
+- ``portfolio.<id>.changed`` (from any API process): the portfolio's old demand is withdrawn and it plans anew;
+- ``portfolio.<id>.drifted`` (from the ledger, once per window): its holdings moved, so the gap analyzer runs;
+- ``investor.<id>.cash`` (from the ledger): the investor's available cash changed, so its portfolios plan again
+  within it (a portfolio waiting for cash resumes).
+
+Each handler is a plain function of the event and its dependencies (bound in :func:`tranche.bootstrap.bootstrap`)
+and is idempotent: the same event again changes nothing the books do not already hold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable
 
-from tranche.matching.book import Event, SellOffer
-from tranche.matching.events import OfferMatched
-from tranche.matching.service import MatchingService
-from tranche.trading.service import Change, TradingService
+from sqlalchemy import Connection, Engine
+
+from tranche.crm import lender_config_of
+from tranche.intake import LoansAssessed, LoansLeftActive, load_versions
+from tranche.matching import (
+    InvalidOfferError,
+    MarginSchedule,
+    OffersRefused,
+    RefusedOffer,
+    RetainedShares,
+    SellOffer,
+    confirmed_amounts,
+    record_refusals,
+    sell_offer_for,
+)
+from tranche.shared.clock import Clock
+from tranche.shared.messages import Handlers
+from tranche.store.engine import reading
+from tranche.trading.events import PortfolioChanged
+from tranche.trading.market import Market
+
+LOT = 100  # minor units: offers are whole multiples, so that no dust is left that no ticket can buy
+Publish = Callable[[Connection, object], None]
 
 
-class Marketplace:
-    """Drives trading's gap analyzer against the matcher until nothing more can be done."""
+def offer_assessed_loans(
+    event: LoansAssessed, market: Market, engine: Engine, publish: Publish, clock: Clock
+) -> None:
+    """Offer the assessed versions (what investors already own of a loan is not sold again), then let every
+    portfolio buy."""
+    keys = [(a.loan_id, a.version) for a in event.loans]
+    groups = {(a.loan_id, a.version): a.risk_group for a in event.loans}
+    with reading(engine) as conn:
+        loans = load_versions(conn, event.lender_id, keys)
+        sold = confirmed_amounts(conn, event.lender_id, [loan_id for loan_id, _ in keys])
+        _version, config = lender_config_of(conn, event.lender_id)
+    margins = MarginSchedule(per_lender={event.lender_id: config.margin})
+    retained = RetainedShares(per_lender={event.lender_id: config.retained_share})
+    offers: list[tuple[str, SellOffer | None]] = []
+    refused: list[RefusedOffer] = []
+    for loan, version in loans:
+        try:
+            offer = sell_offer_for(
+                loan,
+                version,
+                groups[(loan.loan_id, version)],
+                margins,
+                retained,
+                LOT,
+                sold.get(loan.loan_id, 0),
+            )
+        except InvalidOfferError as error:
+            refused.append(RefusedOffer(loan.loan_id, version, error.field or "", error.message))
+            offer = None  # the loan's older version is not for sale either: it changed
+        offers.append((loan.loan_id, offer))
+    if refused:
+        event_out = OffersRefused(event.lender_id, event.batch_id, tuple(refused))
+        with engine.begin() as conn:
+            if record_refusals(conn, event_out, clock.now()):
+                publish(conn, event_out)
+    market.offer_loans(event.lender_id, offers)
 
-    def __init__(self, trading: TradingService, matching: MatchingService, settle: bool = True) -> None:
-        self.trading = trading
-        self.matching = matching
-        self.settle = settle
-        self.events: list[Event] = []  # everything the matcher said, in order, for the ledger to read
 
-    def offer_loan(self, offer: SellOffer) -> list[Event]:
-        return self._after(self.matching.offer_loan(offer))
+def take_loans_off(event: LoansLeftActive, market: Market) -> None:
+    """Loans that left ``active`` are never sold again."""
+    market.take_off(event.lender_id, [key.loan_id for key in event.loans], event.status)
 
-    def replace_loan(self, old_offer_id: str | None, offer: SellOffer | None, reason: str) -> list[Event]:
-        return self._after(self.matching.replace_loan(old_offer_id, offer, reason))
 
-    def confirm(self, offer_id: str) -> list[Event]:
-        return self._after(self.matching.confirm(offer_id))
+def apply_portfolio_change(event: PortfolioChanged, market: Market) -> None:
+    market.portfolio_changed(event.portfolio_id, event.change)
 
-    def changed(self, change: Change, reason: str) -> list[Event]:
-        """A portfolio was edited, paused or closed: withdraw its old offers, then plan again."""
-        events = self._after(self.matching.withdraw_buys(change.withdraw, reason))
-        return events + self.run([change.portfolio.portfolio_id])
 
-    def resync(self) -> list[Event]:
-        """After a restart: hand the matcher every open buy offer trading issued that it never recorded (the
-        process stopped between the two); those it holds are left as they are."""
-        return self._after(self.matching.place_buys(self.trading.open_buy_offers()))
-
-    def run(self, portfolio_ids: Iterable[str] | None = None, max_rounds: int = 1_000) -> list[Event]:
-        """Cycles of the gap analyzer (for all active portfolios, or those named) until none issues offers."""
-        events: list[Event] = []
-        pending: set[str] | None = None if portfolio_ids is None else set(portfolio_ids)
-        for _ in range(max_rounds):
-            offers = self.trading.plan_all(pending)
-            if not offers:
-                break
-            new = self._settle(self.matching.place_buys(offers))
-            self.events += new
-            events += new
-            touched = self.trading.apply(new)
-            pending = touched | {o.portfolio_id for o in offers}
-        return events
-
-    def _after(self, events: list[Event]) -> list[Event]:
-        settled = self._settle(events)
-        self.events += settled
-        touched = self.trading.apply(settled)
-        return settled + (self.run(touched) if touched else [])
-
-    def _settle(self, events: Sequence[Event]) -> list[Event]:
-        out = list(events)
-        if self.settle:
-            matched = dict.fromkeys(e.sell_offer_id for e in events if isinstance(e, OfferMatched))
-            for offer_id in matched:
-                if self.matching.matcher.has_sell(offer_id):
-                    out += self.matching.confirm(offer_id)
-        return out
+HANDLERS: Handlers = {
+    LoansAssessed: [offer_assessed_loans],
+    LoansLeftActive: [take_loans_off],
+    PortfolioChanged: [apply_portfolio_change],
+}

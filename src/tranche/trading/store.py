@@ -12,9 +12,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
-from tranche.matching.criteria import Criteria
+from tranche.matching import Criteria
 from tranche.trading.domain import Bucket, Portfolio, PortfolioStatus
 from tranche.trading.errors import PortfolioNotFoundError
+from tranche.trading.events import PortfolioChanged
 
 OfferStatus = Literal["open", "withdrawn"]
 FillStatus = Literal["placed", "confirmed", "rolled_back"]
@@ -46,9 +47,13 @@ class FillRow:
 
 
 class PortfolioStore(Protocol):
-    """Portfolios, the buy offers each cycle issued, and what they bought."""
+    """Portfolios, the buy offers each cycle issued, and what they bought.
 
-    def add(self, portfolio: Portfolio, now: datetime) -> None: ...
+    ``add`` and ``replace`` store a portfolio's terms and announce the change (:class:`PortfolioChanged`) in the
+    same transaction, so that the market applies exactly the changes that were stored.
+    """
+
+    def add(self, portfolio: Portfolio, now: datetime, change: PortfolioChanged) -> None: ...
 
     def get(self, portfolio_id: str) -> Portfolio:
         """The portfolio; :class:`PortfolioNotFoundError` when there is none."""
@@ -56,9 +61,18 @@ class PortfolioStore(Protocol):
 
     def list_for(self, investor_id: str) -> list[Portfolio]: ...
 
-    def replace(self, portfolio: Portfolio, now: datetime) -> None: ...
+    def replace(self, portfolio: Portfolio, now: datetime, change: PortfolioChanged) -> None: ...
+
+    def advance_cycle(self, portfolio_id: str, cycle: int, now: datetime) -> None:
+        """Record that the gap analyzer ran cycle ``cycle``; nothing else of the portfolio changes (terms
+        edited meanwhile by another process stay as they were stored)."""
+        ...
 
     def active_ids(self) -> list[str]: ...
+
+    def active_of(self, investor_id: str, currency: str) -> list[str]:
+        """The investor's active portfolios in one currency."""
+        ...
 
     def add_offers(self, offers: Sequence[OfferRow], now: datetime) -> None: ...
 
@@ -109,9 +123,11 @@ class InMemoryPortfolioStore:
         self._portfolios: dict[str, Portfolio] = {}
         self._offers: dict[str, OfferRow] = {}
         self._fills: dict[str, FillRow] = {}
+        self.announced: list[PortfolioChanged] = []  # what the SQL store writes to the outbox
 
-    def add(self, portfolio: Portfolio, now: datetime) -> None:
+    def add(self, portfolio: Portfolio, now: datetime, change: PortfolioChanged) -> None:
         self._portfolios[portfolio.portfolio_id] = portfolio
+        self.announced.append(change)
 
     def get(self, portfolio_id: str) -> Portfolio:
         found = self._portfolios.get(portfolio_id)
@@ -122,12 +138,23 @@ class InMemoryPortfolioStore:
     def list_for(self, investor_id: str) -> list[Portfolio]:
         return [p for p in self._portfolios.values() if p.investor_id == investor_id]
 
-    def replace(self, portfolio: Portfolio, now: datetime) -> None:
+    def replace(self, portfolio: Portfolio, now: datetime, change: PortfolioChanged) -> None:
         self.get(portfolio.portfolio_id)
         self._portfolios[portfolio.portfolio_id] = portfolio
+        self.announced.append(change)
+
+    def advance_cycle(self, portfolio_id: str, cycle: int, now: datetime) -> None:
+        self._portfolios[portfolio_id] = replace(self.get(portfolio_id), cycle=cycle)
 
     def active_ids(self) -> list[str]:
         return [p.portfolio_id for p in self._portfolios.values() if p.status is PortfolioStatus.ACTIVE]
+
+    def active_of(self, investor_id: str, currency: str) -> list[str]:
+        return [
+            p.portfolio_id
+            for p in self._portfolios.values()
+            if p.investor_id == investor_id and p.currency == currency and p.status is PortfolioStatus.ACTIVE
+        ]
 
     def add_offers(self, offers: Sequence[OfferRow], now: datetime) -> None:
         for offer in offers:

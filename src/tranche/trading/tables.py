@@ -21,6 +21,7 @@ portfolios = Table(
     Column("cycle", Integer, nullable=False),
     Column("version", Integer, nullable=False),
     Column("buckets", Text, nullable=False),  # JSON list of buckets with their criteria
+    Column("keep_uninvested", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_trading_portfolios_investor_id", "investor_id"),
