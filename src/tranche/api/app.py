@@ -61,7 +61,7 @@ def create_app(container: Container) -> FastAPI:
 
 def _routers() -> list[APIRouter]:
     """Each bounded context's router, imported here so that the app is assembled in one place."""
-    from tranche.api import assessment, intake, investors, ledger, lenders, pipeline, trading
+    from tranche.api import assessment, intake, investors, ledger, lenders, market, pipeline, trading
 
     return [
         lenders.router,
@@ -70,5 +70,6 @@ def _routers() -> list[APIRouter]:
         assessment.router,
         pipeline.router,
         trading.router,
+        market.router,
         ledger.router,
     ]

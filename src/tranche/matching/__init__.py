@@ -30,10 +30,12 @@ from tranche.matching.queries import (
     LoanOnMarket,
     MarketFigures,
     OfferOfLoan,
+    OfferSales,
     RefusalOfLoan,
     SaleOfLoan,
     loan_on_market,
     market_figures,
+    offer_sales,
 )
 from tranche.matching.record import InMemoryMatchingRecord, MatchingRecord, OfferStatus
 from tranche.matching.service import MatchingService
@@ -62,6 +64,7 @@ __all__ = [
     "MatchingService",
     "OfferMatched",
     "OfferOfLoan",
+    "OfferSales",
     "OfferStatus",
     "OfferWithdrawnError",
     "OffersRefused",
@@ -77,6 +80,7 @@ __all__ = [
     "market_figures",
     "offer_id_for",
     "offer_of_bid",
+    "offer_sales",
     "record_refusals",
     "sell_offer_for",
 ]

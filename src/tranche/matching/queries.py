@@ -214,3 +214,39 @@ def _state(offers: tuple[OfferOfLoan, ...], refusals: tuple[RefusalOfLoan, ...])
     if latest_offer.status == "finished":
         return "sold"
     return "off_market"
+
+
+@dataclass(frozen=True, slots=True)
+class OfferSales:
+    """One sell offer and what was confirmed on it."""
+
+    offer_id: str
+    lender_id: str
+    loan_id: str
+    amount: int
+    confirmed: int
+    all_or_nothing: bool
+
+
+def offer_sales(conn: Connection, currency: str) -> list[OfferSales]:
+    """Every sell offer of a currency (open or not) with the amount confirmed on it."""
+    confirmed = (
+        select(bids.c.sell_offer_id, func.sum(bids.c.amount).label("confirmed"))
+        .where(bids.c.status == "confirmed")
+        .group_by(bids.c.sell_offer_id)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(
+            sell_offers.c.offer_id,
+            sell_offers.c.lender_id,
+            sell_offers.c.loan_id,
+            sell_offers.c.amount,
+            func.coalesce(confirmed.c.confirmed, 0),
+            sell_offers.c.all_or_nothing,
+        )
+        .select_from(sell_offers.outerjoin(confirmed, confirmed.c.sell_offer_id == sell_offers.c.offer_id))
+        .where(sell_offers.c.currency == currency)
+        .order_by(sell_offers.c.seq)
+    ).tuples()
+    return [OfferSales(o, lender, loan, int(a), int(c), bool(aon)) for o, lender, loan, a, c, aon in rows]

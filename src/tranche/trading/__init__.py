@@ -3,6 +3,7 @@ drives the matcher's books with them (:class:`Market`), reserving investors' cas
 confirmed."""
 
 from tranche.trading.adapters import SqlLedgerView, SqlPortfolioStore
+from tranche.trading.checks import Check, MarketState, evaluate, market_checks
 from tranche.trading.domain import (
     Bucket,
     BucketComposition,
@@ -45,6 +46,7 @@ __all__ = [
     "BucketComposition",
     "BucketDraft",
     "BucketPosition",
+    "Check",
     "Clients",
     "EveryoneMayBuy",
     "FillRow",
@@ -55,6 +57,7 @@ __all__ = [
     "LedgerUnavailableError",
     "LedgerView",
     "Market",
+    "MarketState",
     "OfferRow",
     "Portfolio",
     "PortfolioChanged",
@@ -70,4 +73,6 @@ __all__ = [
     "SqlPortfolioStore",
     "TradingError",
     "TradingService",
+    "evaluate",
+    "market_checks",
 ]

@@ -75,6 +75,15 @@ class SqlPortfolioStore:
                 .values(cycle=cycle, updated_at=now)
             )
 
+    def ids_in(self, currency: str) -> list[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(portfolios.c.portfolio_id)
+                .where(portfolios.c.currency == currency)
+                .order_by(portfolios.c.created_at, portfolios.c.portfolio_id)
+            )
+            return [row.portfolio_id for row in rows]
+
     def active_of(self, investor_id: str, currency: str) -> list[str]:
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -270,3 +279,37 @@ class SqlLedgerView:
                 (f"inv:{investor_id}:cash:{currency}",),
             ).first()
         return 0 if row is None else int(row[0])
+
+
+class SqlLedgerFigures:
+    """The ledger's side of the market's checks, on the store."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def read(
+        self, conn: Connection, currency: str
+    ) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int], dict[str, int], int, int]:
+        """Funding posted per loan, funding pending per loan, principal held per portfolio (posted and pending),
+        and the currency's net posted and pending sums."""
+        p = "?" if conn.dialect.name == "sqlite" else "%s"
+        funded: dict[tuple[str, str], int] = {}
+        settling: dict[tuple[str, str], int] = {}
+        held: dict[str, int] = {}
+        for lender, loan, portfolio, status, amount, balance, pending in conn.exec_driver_sql(
+            "SELECT h.lender_id, h.loan_id, h.portfolio_id, h.status, h.amount, "
+            "a.credits_posted - a.debits_posted, a.credits_pending - a.debits_pending "
+            f"FROM ledger_holdings h JOIN ledger_accounts a ON a.id = h.account_id WHERE h.currency = {p}",
+            (currency,),
+        ):
+            key = (lender, loan)
+            if status == "reserved":
+                settling[key] = settling.get(key, 0) + int(amount)
+            elif status in ("active", "repaid", "defaulted", "written_off"):
+                funded[key] = funded.get(key, 0) + int(amount)
+            held[portfolio] = held.get(portfolio, 0) + int(balance) + int(pending)
+        row = conn.exec_driver_sql(
+            f"SELECT net_posted, net_pending FROM ledger_currency_totals WHERE currency = {p}", (currency,)
+        ).first()
+        net_posted, net_pending = (0, 0) if row is None else (int(row[0]), int(row[1]))
+        return funded, settling, {k: v for k, v in held.items() if v}, net_posted, net_pending

@@ -74,6 +74,10 @@ class PortfolioStore(Protocol):
         """The investor's active portfolios in one currency."""
         ...
 
+    def ids_in(self, currency: str) -> list[str]:
+        """Every portfolio in one currency, whatever its status."""
+        ...
+
     def add_offers(self, offers: Sequence[OfferRow], now: datetime) -> None: ...
 
     def set_offer_status(self, buy_offer_ids: Iterable[str], status: OfferStatus) -> None: ...
@@ -148,6 +152,9 @@ class InMemoryPortfolioStore:
 
     def active_ids(self) -> list[str]:
         return [p.portfolio_id for p in self._portfolios.values() if p.status is PortfolioStatus.ACTIVE]
+
+    def ids_in(self, currency: str) -> list[str]:
+        return [p.portfolio_id for p in self._portfolios.values() if p.currency == currency]
 
     def active_of(self, investor_id: str, currency: str) -> list[str]:
         return [
