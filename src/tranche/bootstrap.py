@@ -13,7 +13,6 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TypeAlias
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
@@ -64,8 +63,6 @@ from tranche.trading import (
     SqlPortfolioStore,
     TradingService,
 )
-
-Publish: TypeAlias = Callable[[Connection, str, object], None]
 
 
 @dataclass

@@ -6,7 +6,7 @@ subscribes handlers on a bus) so that it subscribes when the claim is acquired, 
 rebuilding the book from the store) has run, and cancels its subscriptions when the claim is lost. Events
 that arrive meanwhile wait in the group's durable queue for whoever owns the job next.
 
-    market = OwnedSubscriber(claim, MarketNode(engine, book).subscriber(codec), prepare=rebuild_book)
+    market = OwnedSubscriber(claim, subscribe_market, prepare=rebuild_books)
     await market(bus)        # as any subscriber, from the composition root's start_messaging
     ...
     await market.close()
