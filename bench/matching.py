@@ -12,8 +12,13 @@ Amounts are whole multiples of the market's 10 EUR unit, so no loan is left with
 
 The run has three phases, as a market would: 20 % of the loans are offered before any demand (they rest),
 then every bucket places its buy offer (which buys resting loans and sweeps the all-or-nothing ones), then
-the other 80 % of the loans arrive and are sold to the resting demand. Every match is confirmed at once.
-Figures: fills (bids) per second of matcher time (wall, and per CPU second of the process, which the other
+the other 80 % of the loans arrive and are sold to the resting demand. Reservations are in the loop, as in the
+market role: loans arrive in slices of 1,000 (as intake's events carry them); the bids a slice places are
+reserved with the ledger's in-memory port (:class:`tranche.trading.Cashbook`; each investor has cash for its
+portfolio, one in twenty for half of it, so some bids are refused) and the answer is applied with
+``Matcher.settle``: reserved bids confirmed, refused ones rolled back and offered again, an investor short of
+cash losing its open demand. A fill is a confirmed bid.
+Figures: fills (confirmed bids) per second of matcher time (wall, and per CPU second of the process, which the other
 work on a shared machine does not skew), and the time to clear the market: until every offer has been
 matched as far as it can be and the books are quiescent (every resting loan has been offered to every resting
 buy offer that accepts it; what is left over no resting buy offer accepts with room to take a ticket).
@@ -37,7 +42,17 @@ from pathlib import Path
 
 from sortedcontainers import SortedList
 
-from tranche.matching import BuyOffer, Criteria, LoanTraits, Matcher, OfferMatched, SellOffer
+from tranche.matching import (
+    BuyOffer,
+    Criteria,
+    LoanFunded,
+    LoanTraits,
+    Matcher,
+    MatchEvent,
+    OfferMatched,
+    SellOffer,
+)
+from tranche.trading import INSUFFICIENT_CASH, Cashbook
 
 COUNTRIES = ["ES", "LV", "EE", "LT", "PL", "DE", "CZ", "RO"]
 RISKS = ["A", "B", "C", "D", "E"]
@@ -46,6 +61,7 @@ RATES = [Decimal(bp) / 10_000 for bp in range(500, 2001, 25)]
 AON_SHARE = 0.1
 MARGINS = {lender: Decimal(100 + 5 * i) / 10_000 for i, lender in enumerate(LENDERS)}
 LENDER_COUNTRY = {lender: COUNTRIES[i % len(COUNTRIES)] for i, lender in enumerate(LENDERS)}
+SLICE = 1_000  # loans per reservation round, as intake's events carry them
 
 
 def catalogue(rng: random.Random, size: int) -> list[Criteria]:
@@ -184,29 +200,69 @@ def run(loans: int, portfolios: int, seed: int) -> dict[str, object]:
     early = loans // 5
     chunk = 100_000
 
-    # the tranche matcher
+    # the tranche matcher, with the ledger's reservations in the loop
     matcher = Matcher()
+    book = Cashbook(default_cash=0)
+    cash_rng = random.Random(seed + 1)
+    wants: dict[str, int] = {}
+    for offer in buys:
+        wants[offer.investor_id] = wants.get(offer.investor_id, 0) + offer.amount
+    for investor, amount in wants.items():
+        book.deposit(investor, "EUR", amount // 2 if cash_rng.random() < 0.05 else amount)
     fills = 0
     busy = 0.0
     cpu = 0.0
     funded = 0
+    refused = 0
     phases: dict[str, dict[str, float]] = {}
     wall = time.perf_counter()
 
+    def settle(events: list[MatchEvent]) -> tuple[int, int, int]:
+        """Reserve what ``events`` placed and apply the answer, until no bid is left placed; returns the
+        bids confirmed, the loans funded and the bids refused."""
+        confirmed = loans_funded = refusals = 0
+        pending = [e for e in events if type(e) is OfferMatched]
+        while pending:
+            answer = book.reserve(pending)
+            refusals += len(answer.refused)
+            short = (
+                {
+                    (bid.investor_id, m.currency)
+                    for m in pending
+                    for bid in m.bids
+                    if answer.refused.get(bid.bid_id) == INSUFFICIENT_CASH
+                }
+                if answer.refused
+                else set()
+            )
+            withdraw = [
+                buy for investor, currency in sorted(short) for buy in matcher.buys_of(investor, currency)
+            ]
+            out = matcher.settle(pending, answer.reserved, answer.refused, withdraw)
+            book.apply(out)
+            for event in out:
+                if type(event) is LoanFunded:
+                    confirmed += len(event.bid_ids)
+                    loans_funded += 1
+            pending = [e for e in out if type(e) is OfferMatched]
+        return confirmed, loans_funded, refusals
+
     def feed(start: int, count: int, name: str) -> None:
-        nonlocal fills, busy, cpu, funded
+        nonlocal fills, busy, cpu, funded, refused
         phase_fills, phase_busy, phase_cpu = 0, 0.0, 0.0
         loan_rng = random.Random(seed * 7919 + start)
         done = 0
         while done < count:
             batch = make_sells(loan_rng, start + done, min(chunk, count - done))
             t0, c0 = time.perf_counter(), time.process_time()
-            for offer in batch:
-                for event in matcher.add_sell(offer):
-                    if type(event) is OfferMatched:
-                        phase_fills += len(event.bids)
-                        funded += 1
-                        matcher.confirm(offer.offer_id)
+            for first in range(0, len(batch), SLICE):
+                events: list[MatchEvent] = []
+                for offer in batch[first : first + SLICE]:
+                    events += matcher.add_sell(offer)
+                confirmed, loans_funded, refusals = settle(events)
+                phase_fills += confirmed
+                funded += loans_funded
+                refused += refusals
             phase_busy += time.perf_counter() - t0
             phase_cpu += time.process_time() - c0
             matcher.drain_changes()
@@ -223,14 +279,9 @@ def run(loans: int, portfolios: int, seed: int) -> dict[str, object]:
     gc.disable()
     feed(0, early, "loans before demand")
     t0, c0 = time.perf_counter(), time.process_time()
-    buy_fills = 0
-    to_confirm: list[str] = []
-    for event in matcher.add_buys(buys):
-        if isinstance(event, OfferMatched):
-            buy_fills += len(event.bids)
-            to_confirm.append(event.sell_offer_id)
-    for offer_id in dict.fromkeys(to_confirm):
-        matcher.confirm(offer_id)
+    buy_fills, loans_funded, refusals = settle(matcher.add_buys(buys))
+    funded += loans_funded
+    refused += refusals
     demand_busy = time.perf_counter() - t0
     demand_cpu = time.process_time() - c0
     matcher.drain_changes()
@@ -245,6 +296,7 @@ def run(loans: int, portfolios: int, seed: int) -> dict[str, object]:
     feed(early, loans - early, "loans into resting demand")
     clear = time.perf_counter() - wall
     gc.enable()
+    assert not matcher.unsettled(), "every placed bid was answered"
     unsold = len(matcher.open_sell_ids())
     open_buys = len(matcher.open_buy_ids())
     matcher = Matcher()  # let the books go before the floor runs
@@ -284,11 +336,12 @@ def run(loans: int, portfolios: int, seed: int) -> dict[str, object]:
         "loans_per_second": round(loans / busy) if busy else 0,
         "time_to_clear_seconds": round(clear, 3),
         "loans_funded": funded,
+        "bids_refused": refused,
         "loans_left_unsold": unsold,
         "buy_offers_left_open": open_buys,
         "phases": phases,
         "floor": {
-            "name": "bare per-rate FIFO matcher (no criteria, no events)",
+            "name": "bare per-rate FIFO matcher (no criteria, no events, no reservations)",
             "fills": bare_fills,
             "seconds": round(bare_busy, 3),
             "fills_per_second": round(bare_fills / bare_busy) if bare_busy else 0,
@@ -328,7 +381,7 @@ def main(argv: list[str]) -> int:
     print(f"time to clear (s)      {result['time_to_clear_seconds']:>12}   (wall, with offer generation)")
     print(
         f"loans funded           {result['loans_funded']:>12,}   unsold {result['loans_left_unsold']:,}, "
-        f"buy offers still open {result['buy_offers_left_open']:,}"
+        f"buy offers still open {result['buy_offers_left_open']:,}, bids refused {result['bids_refused']:,}"
     )
     phases = result["phases"]
     assert isinstance(phases, dict)

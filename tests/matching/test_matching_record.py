@@ -25,7 +25,8 @@ from tranche.matching.errors import OfferWithdrawnError
 
 def confirm(service: MatchingService, offer_id: str) -> None:
     """The ledger reserved every bid placed on the offer."""
-    service.settle([b.bid_id for m in service.unsettled() if m.sell_offer_id == offer_id for b in m.bids], {})
+    matches = [m for m in service.unsettled() if m.sell_offer_id == offer_id]
+    service.settle(matches, {b.bid_id for m in matches for b in m.bids}, {})
 
 
 def trade(service: MatchingService) -> None:

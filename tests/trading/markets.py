@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 
-from cashbook import Cashbook
-
 from tranche.matching import (
     BidsRolledBack,
     Criteria,
@@ -23,6 +21,7 @@ from tranche.matching import (
 from tranche.shared.clock import ManualClock
 from tranche.trading import (
     BucketDraft,
+    Cashbook,
     InMemoryPortfolioStore,
     Market,
     PortfolioDraft,

@@ -3,10 +3,10 @@ ledger reserved the investor's cash, and nothing the ledger refuses is left stra
 
 from __future__ import annotations
 
-from cashbook import Cashbook
 from markets import Harness, check_invariants, loan_offer, one_bucket
 
 from tranche.matching import BidsRolledBack, LoanFunded, OfferMatched
+from tranche.trading import Cashbook
 
 EUR = "EUR"
 

@@ -7,14 +7,13 @@ import contextlib
 import copy
 import random
 
-from cashbook import Cashbook
 from markets import Harness, check_invariants
 from sqlalchemy import Engine
 from trading_examples import example_draft
 from trading_market import competitors, offers
 
 from tranche.matching import InMemoryMatchingRecord, MatchingService, SqlMatchingRecord
-from tranche.trading import LedgerUnavailableError, Market, SqlPortfolioStore
+from tranche.trading import Cashbook, LedgerUnavailableError, Market, SqlPortfolioStore
 
 
 def _no_outbox(conn: object, event: object) -> None:

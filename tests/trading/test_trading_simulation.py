@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 
-from cashbook import Cashbook
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from markets import Harness, check_invariants
@@ -12,6 +11,7 @@ from trading_examples import example_draft
 from trading_market import competitors, offers
 
 from tranche.matching import BidsRolledBack, OfferMatched
+from tranche.trading import Cashbook
 
 
 def test_the_75_25_example_ends_within_tolerance_of_its_target_on_a_multi_lender_market() -> None:

@@ -25,7 +25,7 @@ Priorities
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping, Sequence
 
 from tranche.matching.errors import (
     DuplicateOfferError,
@@ -151,18 +151,20 @@ class Matcher:
 
     def settle(
         self,
-        reserved: Iterable[str],
+        matches: Sequence[OfferMatched],
+        reserved: Container[str],
         refused: Mapping[str, str],
         withdraw: Iterable[str] = (),
         withdraw_reason: str = "insufficient_cash",
     ) -> list[MatchEvent]:
-        """Apply the ledger's answer about placed bids, as one step.
+        """Apply the ledger's answer about the bids ``matches`` placed, as one step.
 
         The ``refused`` bids (bid id → reason) are rolled back, all the bids of an all-or-nothing loan with any
         one of them (its reservation is all or nothing too); the buy offers in ``withdraw`` are taken off the
         books (their investors cannot pay for them); the ``reserved`` bids are confirmed (``LoanFunded``, one per
         loan); then what was rolled back is offered again to the demand that is left, which may place new bids.
-        Bids that are no longer placed (settled before: a repeated answer) are passed over.
+        A bid the answer names neither way stays placed; one no longer placed (settled before: a repeated
+        answer) is passed over.
         """
         events: list[MatchEvent] = []
         affected: dict[str, dict[str, LiveSell]] = {}  # currency -> sells to offer again
@@ -198,13 +200,10 @@ class Matcher:
                 freed.setdefault(currency, {})[other.offer.buy_offer_id] = other
             for group in freed.values():
                 group.pop(buy_offer_id, None)
-        confirmed: dict[str, list[str]] = {}
-        for bid_id in reserved:
-            confirmed.setdefault(offer_of_bid(bid_id), []).append(bid_id)
-        for offer_id, bid_ids in sorted(confirmed.items()):
-            sell = self._sells.get(offer_id)
-            if sell is not None:
-                funded = self._confirm(sell, bid_ids)
+        for match in matches:
+            sell = self._sells.get(match.sell_offer_id)
+            if sell is not None and sell.placed:
+                funded = self._confirm(sell, [b.bid_id for b in match.bids if b.bid_id in reserved])
                 if funded is not None:
                     events.append(funded)
         for currency in sorted(set(affected) | set(freed)):
@@ -286,9 +285,10 @@ class Matcher:
                 for d in m.demand.values()
                 if d.queue
             )
-            resting = tuple(m.resting)
-            if queues or resting or m.aon:
-                markets[currency] = {"queues": tuple(queues), "resting": resting, "aon": tuple(m.aon)}
+            resting = tuple(s.offer.offer_id for s in sorted(m.resting.values(), key=sell_seq))
+            aon = tuple(s.offer.offer_id for s in sorted(m.aon.values(), key=sell_seq))
+            if queues or resting or aon:
+                markets[currency] = {"queues": tuple(queues), "resting": resting, "aon": aon}
         sells = tuple(
             sorted(
                 (

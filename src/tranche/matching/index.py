@@ -279,10 +279,11 @@ class CurrencyBook:
         sell.resting = True
         if not self.index_stale:
             self._index(sell)
+        # arrival order is the sells' seq: whoever needs it sorts by it (a rolled-back loan rests again late)
         if sell.offer.all_or_nothing:
-            insert_by_seq(self.aon, sell)
+            self.aon[sell.offer.offer_id] = sell
             return
-        insert_by_seq(self.resting, sell)
+        self.resting[sell.offer.offer_id] = sell
 
     def unrest(self, sell: LiveSell) -> None:
         if not sell.resting:
@@ -298,14 +299,3 @@ class CurrencyBook:
             del self.aon[offer_id]
             return
         del self.resting[offer_id]
-
-
-def insert_by_seq(fifo: dict[str, LiveSell], sell: LiveSell) -> None:
-    key = sell.offer.offer_id
-    if fifo and next(reversed(fifo.values())).seq > sell.seq:
-        fifo[key] = sell
-        ordered = sorted(fifo.values(), key=sell_seq)
-        fifo.clear()
-        fifo.update((s.offer.offer_id, s) for s in ordered)
-    else:
-        fifo[key] = sell

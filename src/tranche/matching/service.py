@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping, Sequence
 
 from tranche.matching.book import Matcher
 from tranche.matching.errors import OfferWithdrawnError
@@ -81,13 +81,14 @@ class MatchingService:
 
     def settle(
         self,
-        reserved: Iterable[str],
+        matches: Sequence[OfferMatched],
+        reserved: Container[str],
         refused: Mapping[str, str],
         withdraw: Iterable[str] = (),
         withdraw_reason: str = "insufficient_cash",
     ) -> list[MatchEvent]:
-        """Apply the ledger's answer about placed bids (see :meth:`Matcher.settle`)."""
-        return self._step(self.matcher.settle(reserved, refused, withdraw, withdraw_reason))
+        """Apply the ledger's answer about the bids ``matches`` placed (see :meth:`Matcher.settle`)."""
+        return self._step(self.matcher.settle(matches, reserved, refused, withdraw, withdraw_reason))
 
     def unsettled(self) -> list[OfferMatched]:
         """The placed bids the ledger has not answered for yet, one match per loan."""

@@ -3,6 +3,7 @@ drives the matcher's books with them (:class:`Market`), reserving investors' cas
 confirmed."""
 
 from tranche.trading.adapters import SqlLedgerView, SqlPortfolioStore
+from tranche.trading.cashbook import Cashbook
 from tranche.trading.checks import Check, MarketState, evaluate, market_checks
 from tranche.trading.domain import (
     Bucket,
@@ -46,6 +47,7 @@ __all__ = [
     "BucketComposition",
     "BucketDraft",
     "BucketPosition",
+    "Cashbook",
     "Check",
     "Clients",
     "EveryoneMayBuy",

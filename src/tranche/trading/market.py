@@ -226,5 +226,5 @@ class Market:
             log.info(
                 "investors short of cash, demand withdrawn to be planned within their cash: %s", sorted(short)
             )
-        events = self.matching.settle(answer.reserved, answer.refused, withdraw, INSUFFICIENT_CASH)
+        events = self.matching.settle(matched, answer.reserved, answer.refused, withdraw, INSUFFICIENT_CASH)
         return events, self.trading.withdrawn(withdraw)

@@ -1,9 +1,11 @@
-"""A ledger in a few dicts, for the market's tests: investors' cash, reservations by bid, and what they fund.
+"""The ledger as the market sees it, in a few dicts: investors' cash, reservations by bid, and what they fund.
 
-It answers the market as the ledger does (:meth:`tranche.ledger.LedgerService.reserve`): each bid of a
-partial-funding loan alone, the bids of an all-or-nothing loan as one chain (all reserved, or none: the investor
-short of cash refused ``insufficient_cash``, the others ``all_or_nothing``); a bid reserved before answers
-reserved again. Posting and voiding come from the matcher's events (:meth:`apply`).
+The in-memory implementation of the market's ports to the ledger (:class:`~tranche.trading.market.Reservations`
+and :class:`~tranche.trading.service.LedgerView`), for tests and for measuring the market without a store. It
+answers as the ledger does (:meth:`tranche.ledger.LedgerService.reserve`): each bid of a partial-funding loan
+alone, the bids of an all-or-nothing loan as one chain (all reserved, or none: the investor short of cash is
+refused ``insufficient_cash``, the others ``all_or_nothing``); a bid reserved before answers reserved again.
+Posting and voiding come from the matcher's events (:meth:`Cashbook.apply`), as the ledger's come from the bus.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from tranche.trading.market import LedgerUnavailableError, ReservationAnswer
 
 
 class Cashbook:
+    """Investors' cash and the bids it reserved and funded; ``default_cash`` is what an investor it was told
+    nothing about has (None: as much as asked)."""
+
     def __init__(self, default_cash: int | None = None) -> None:
         self.default_cash = default_cash
         self.cash: dict[tuple[str, str], int] = {}
@@ -27,6 +32,7 @@ class Cashbook:
         self.asked = 0
 
     def deposit(self, investor_id: str, currency: str, amount: int) -> None:
+        """Credit the investor's cash."""
         self.cash[(investor_id, currency)] = self.available(investor_id, currency) + amount
 
     def available(self, investor_id: str, currency: str) -> int:
@@ -44,16 +50,22 @@ class Cashbook:
         self.asked += 1
         if self.down:
             raise LedgerUnavailableError("the ledger did not answer")
-        reserved: set[str] = set()
+        reserved: list[str] = []
         refused: dict[str, str] = {}
+        known, cash = self.reserved, self.cash
         for match in matches:
-            fresh = [b for b in match.bids if b.bid_id not in self.reserved and b.bid_id not in self.posted]
-            reserved.update(b.bid_id for b in match.bids if b not in fresh)
+            currency = match.currency
+            fresh = []
+            for bid in match.bids:
+                if bid.bid_id in known:
+                    reserved.append(bid.bid_id)  # asked again (a confirmed bid is never placed again)
+                else:
+                    fresh.append(bid)
             if match.all_or_nothing:
                 need: dict[str, int] = {}
                 for bid in fresh:
                     need[bid.investor_id] = need.get(bid.investor_id, 0) + bid.amount
-                short = {i for i, amount in need.items() if self.available(i, match.currency) < amount}
+                short = {i for i, amount in need.items() if self.available(i, currency) < amount}
                 if short:
                     for bid in fresh:
                         refused[bid.bid_id] = (
@@ -61,22 +73,25 @@ class Cashbook:
                         )
                     continue
             for bid in fresh:
-                if self.available(bid.investor_id, match.currency) < bid.amount:
+                key = (bid.investor_id, currency)
+                have = cash.get(key)
+                if have is None:
+                    have = self.available(bid.investor_id, currency)
+                if have < bid.amount:
                     refused[bid.bid_id] = "insufficient_cash"
                     continue
-                self.cash[(bid.investor_id, match.currency)] = (
-                    self.available(bid.investor_id, match.currency) - bid.amount
-                )
-                self.reserved[bid.bid_id] = (bid.investor_id, match.currency, bid.portfolio_id, bid.amount)
-                reserved.add(bid.bid_id)
+                cash[key] = have - bid.amount
+                known[bid.bid_id] = (bid.investor_id, currency, bid.portfolio_id, bid.amount)
+                reserved.append(bid.bid_id)
         return ReservationAnswer(frozenset(reserved), refused)
 
     def apply(self, events: Iterable[MatchEvent]) -> None:
         """What the ledger does with the matcher's events: post the funded bids, void the rolled-back ones."""
+        reserved, posted = self.reserved, self.posted
         for event in events:
-            if isinstance(event, LoanFunded):
+            if type(event) is LoanFunded:
                 for bid_id in event.bid_ids:
-                    self.posted[bid_id] = self.reserved.pop(bid_id)
+                    posted[bid_id] = reserved.pop(bid_id)
             elif isinstance(event, BidsRolledBack):
                 for bid_id in event.bid_ids:
                     entry = self.reserved.pop(bid_id, None)
