@@ -1,12 +1,18 @@
-"""Ledger throughput: batched transfers per second on SQLite and PostgreSQL, beside a bare executemany.
+"""Ledger throughput: batched transfers per second on SQLite and PostgreSQL, beside a bare bulk insert.
 
 For each backend, in the same run and on the same schema:
 
-* ``floor``: the same transfer rows inserted with the driver's bare ``executemany``, one transaction per batch
-  (no validation, no balances, no idempotency lookups): what the database itself costs;
-* ``ledger``: :class:`tranche.ledger.adapters.SqlLedger` applying them in batches (lock accounts, look up
-  ids, validate in memory, write transfers, update balances, balancing check);
-* ``one per commit``: the ledger with batches of one transfer, to show what batching buys.
+* ``floor``: the same transfer rows inserted with the driver's bare bulk insert, one transaction per batch (no
+  validation, no balances, no idempotency lookups): what the database itself costs. On SQLite that is
+  ``executemany``; on PostgreSQL psycopg 3's binary ``COPY``, the fastest way in;
+* ``ledger``: :class:`tranche.ledger.SqlLedgerStore` applying them in batches (lock accounts, look up ids,
+  validate in memory, write transfers, update balances, balancing check), every batch synced to disk at commit;
+* ``replay``: the same batches again (every transfer already there: ``exists``);
+* ``one per commit``: the ledger with batches of one transfer, as the API's deposits are, durable (SQLite
+  ``synchronous=FULL``) and, to show what durability costs, with the store's usual ``synchronous=NORMAL``.
+
+PostgreSQL runs with ``fsync``, ``full_page_writes`` and ``synchronous_commit`` on, as in production (the test
+server turns them off for speed).
 
     python bench/ledger.py [--quick] [--no-postgres]
 
@@ -22,21 +28,19 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
-from tranche.ledger import chart
-from tranche.ledger.adapters import SqlLedger
-from tranche.ledger.domain import Transfer
+from tranche.ledger import Account, SqlLedgerStore, Transfer, TransferResult, chart
 from tranche.shared.clock import SystemClock
 from tranche.store.engine import create_store_engine
 from tranche.store.migrate import upgrade
 
 RESULTS = Path(__file__).with_name("results")
-TARGET_EMBEDDED = 50_000
+TARGET = 50_000  # transfers/s, on SQLite and on PostgreSQL
 BATCH = 50_000  # transfers per database transaction, for the ledger and the floor alike
 
 
@@ -57,23 +61,57 @@ def workload(transfers: int, investors: int, seed: int = 7) -> list[Transfer]:
     return out
 
 
-def prepare(url: str, investors: int) -> tuple[Engine, SqlLedger]:
+def accounts(investors: int) -> list[Account]:
+    return [chart.world("EUR"), *(chart.investor_cash(f"i{n}", "EUR") for n in range(investors))]
+
+
+def batches(transfers: Sequence[Transfer], size: int) -> Iterator[Sequence[Transfer]]:
+    start = 0
+    while start < len(transfers):
+        stop = min(start + size, len(transfers))
+        while stop < len(transfers) and transfers[stop - 1].linked:
+            stop += 1  # a linked chain stays in one batch
+        yield transfers[start:stop]
+        start = stop
+
+
+def submit(store: SqlLedgerStore, transfers: Sequence[Transfer], size: int) -> list[TransferResult]:
+    results: list[TransferResult] = []
+    for batch in batches(transfers, size):
+        results += store.atomic_batch(lambda tx, batch=batch: tx.apply(batch).results, len(batch))
+    return results
+
+
+class NotDurable(SqlLedgerStore):
+    """The same store with the database's usual sync at commit (SQLite NORMAL): what durability costs."""
+
+    def _connect(self) -> Connection:
+        return self.engine.connect()
+
+
+def prepare(url: str, investors: int) -> tuple[Engine, SqlLedgerStore]:
     engine = create_store_engine(url)
     upgrade(engine)
-    ledger = SqlLedger(engine, SystemClock(), batch_size=BATCH)
-    ledger.open_accounts(
-        [chart.world("EUR"), *(chart.investor_cash(f"i{n}", "EUR") for n in range(investors))]
-    )
-    return engine, ledger
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for setting in ("fsync", "full_page_writes", "synchronous_commit"):
+                conn.exec_driver_sql(f"ALTER SYSTEM SET {setting} = on")
+            conn.exec_driver_sql("SELECT pg_reload_conf()")
+        engine.dispose()
+    store = SqlLedgerStore(engine, SystemClock())
+    # Every account opened before the clock starts, by a first cent each.
+    opened = accounts(investors)
+    seeds = [Transfer(f"seed{n}", opened[0].id, a.id, 1, "EUR") for n, a in enumerate(opened[1:])]
+    store.atomic_batch(lambda tx: tx.apply(seeds, opened), len(seeds))
+    return engine, store
 
 
 def floor(engine: Engine, transfers: list[Transfer], batch: int) -> float:
-    """Bare executemany of the same rows (valid ones only, as the ledger would write them)."""
+    """Bare bulk insert of the same rows (valid ones only, as the ledger would write them)."""
     sqlite = engine.dialect.name == "sqlite"
-    p = "?" if sqlite else "%s"
-    sql = (
-        "INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount, currency, code, ref, phase, "
-        f"pending_id, timeout_us, created_at, expires_at) VALUES ({', '.join([p] * 12)})"
+    columns = (
+        "id, debit_account_id, credit_account_id, amount, currency, code, ref, phase, pending_id, timeout_us, "
+        "created_at, expires_at"
     )
     rows = [
         (
@@ -100,7 +138,30 @@ def floor(engine: Engine, transfers: list[Transfer], batch: int) -> float:
             cursor = driver.cursor()
             if sqlite:
                 cursor.execute("BEGIN IMMEDIATE")
-            cursor.executemany(sql, rows[start : start + batch])
+                cursor.executemany(
+                    f"INSERT INTO ledger_transfers ({columns}) VALUES ({', '.join('?' * 12)})",
+                    rows[start : start + batch],
+                )
+            else:
+                with cursor.copy(f"COPY ledger_transfers ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(
+                        [
+                            "text",
+                            "text",
+                            "text",
+                            "int8",
+                            "text",
+                            "text",
+                            "text",
+                            "text",
+                            "text",
+                            "int8",
+                            "int8",
+                            "int8",
+                        ]
+                    )
+                    for row in rows[start : start + batch]:
+                        copy.write_row(row)
             driver.commit()
             cursor.close()
         return len(rows) / (time.perf_counter() - started)
@@ -116,22 +177,22 @@ def timed(action: Callable[[], Any], count: int) -> float:
 
 def run_backend(name: str, url: str, transfers: int, investors: int, singles: int) -> dict[str, Any]:
     work = workload(transfers, investors)
-    engine, ledger = prepare(url, investors)
+    engine, store = prepare(url, investors)
     try:
-        results: list[Any] = []
-        ledger_rate = timed(lambda: results.extend(ledger.submit(work)), len(work))
+        results: list[TransferResult] = []
+        ledger_rate = timed(lambda: results.extend(submit(store, work, BATCH)), len(work))
         refused = sum(1 for r in results if not r.ok)
-        replay_rate = timed(lambda: ledger.submit(work), len(work))
-        single = SqlLedger(engine, SystemClock(), batch_size=1)
-        extra = [
-            Transfer(
-                f"s{n}", chart.world("EUR").id, chart.investor_cash(f"i{n % investors}", "EUR").id, 1, "EUR"
-            )
-            for n in range(singles)
-        ]
-        single_rate = timed(lambda: single.submit(extra), singles)
+        replay_rate = timed(lambda: submit(store, work, BATCH), len(work))
+        world, cash = (
+            chart.world("EUR").id,
+            [chart.investor_cash(f"i{n}", "EUR").id for n in range(investors)],
+        )
+        durable = [Transfer(f"s{n}", world, cash[n % investors], 1, "EUR") for n in range(singles)]
+        single_rate = timed(lambda: submit(store, durable, 1), singles)
+        relaxed = [Transfer(f"r{n}", world, cash[n % investors], 1, "EUR") for n in range(singles)]
+        relaxed_rate = timed(lambda: submit(NotDurable(engine, SystemClock()), relaxed, 1), singles)
         floor_rate = floor(engine, work, BATCH)
-        net = ledger.net_by_currency()
+        net = store.net_by_currency()
         assert net == {"EUR": (0, 0)}, net
     finally:
         engine.dispose()
@@ -143,15 +204,17 @@ def run_backend(name: str, url: str, transfers: int, investors: int, singles: in
         "refused_overdrafts": refused,
         "ledger_transfers_per_s": round(ledger_rate),
         "replay_transfers_per_s": round(replay_rate),
-        "one_per_commit_transfers_per_s": round(single_rate),
-        "floor_executemany_rows_per_s": round(floor_rate),
+        "one_per_commit_durable_per_s": round(single_rate),
+        "one_per_commit_not_durable_per_s": round(relaxed_rate),
+        "floor": "executemany" if name == "sqlite" else "binary COPY",
+        "floor_rows_per_s": round(floor_rate),
         "ledger_vs_floor": round(ledger_rate / floor_rate, 2),
     }
     print(
-        f"{name:10} ledger {ledger_rate:>9,.0f}/s   floor executemany {floor_rate:>9,.0f}/s   "
+        f"{name:10} ledger {ledger_rate:>9,.0f}/s   floor ({figures['floor']}) {floor_rate:>9,.0f}/s   "
         f"({ledger_rate / floor_rate:.0%} of floor)   replay {replay_rate:>9,.0f}/s   "
-        f"one per commit {single_rate:>7,.0f}/s   [{len(work):,} transfers in batches of {BATCH:,} over "
-        f"{investors + 1:,} accounts, {refused:,} refused]"
+        f"one per commit {single_rate:>7,.0f}/s durable, {relaxed_rate:>7,.0f}/s not   "
+        f"[{len(work):,} transfers in batches of {BATCH:,} over {investors + 1:,} accounts, {refused:,} refused]"
     )
     return figures
 
@@ -165,7 +228,7 @@ def main() -> int:
     report: dict[str, Any] = {
         "python": platform.python_version(),
         "quick": args.quick,
-        "target_embedded_per_s": TARGET_EMBEDDED,
+        "target_per_s": TARGET,
         "runs": [],
     }
     with tempfile.TemporaryDirectory(prefix="tranche-bench-ledger-") as tmp:
@@ -181,9 +244,9 @@ def main() -> int:
                 report["runs"].append(run_backend("postgresql", url, transfers, investors, singles))
         except ServerUnavailable as exc:
             print(f"postgresql skipped: {exc}")
-    sqlite_rate = report["runs"][0]["ledger_transfers_per_s"]
-    verdict = "meets" if sqlite_rate >= TARGET_EMBEDDED else "misses"
-    print(f"embedded target {TARGET_EMBEDDED:,}/s: {verdict} ({sqlite_rate:,}/s)")
+    for run in report["runs"]:
+        rate = run["ledger_transfers_per_s"]
+        print(f"{run['backend']} target {TARGET:,}/s: {'meets' if rate >= TARGET else 'misses'} ({rate:,}/s)")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "ledger.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,10 +30,18 @@ from tranche.intake.archive import Archive, LocalArchive
 from tranche.intake.assessing import DiffAssessment, assess_stage, load_for_assessment, report_refused
 from tranche.intake.service import Intake
 from tranche.intake.stages import IntakeStages
-from tranche.ledger.drift import PortfolioDrifted
-from tranche.ledger.handlers import LedgerHandlers, matching_subscriber
-from tranche.ledger.reports import LedgerReports
-from tranche.ledger.service import LedgerService
+from tranche.ledger import HANDLERS as LEDGER_HANDLERS
+from tranche.ledger import TIMER_SECONDS as LEDGER_TIMER_SECONDS
+from tranche.ledger import (
+    CashAvailable,
+    LedgerReports,
+    LedgerService,
+    PortfolioDrifted,
+    SqlLedgerStore,
+    serve_reservations,
+    serve_statements,
+)
+from tranche.ledger import on_timer as ledger_on_timer
 from tranche.matching import (
     BidsRolledBack,
     LoanFunded,
@@ -42,7 +51,6 @@ from tranche.matching import (
     SqlMatchingRecord,
 )
 from tranche.pipeline import Pipeline, PipelineRunner, overrides_from_env
-from tranche.settlement import SettlementNode
 from tranche.shared.clock import Clock, SystemClock
 from tranche.shared.compute import make_compute
 from tranche.shared.ids import new_id
@@ -243,6 +251,7 @@ def bootstrap(
         PortfolioDrifted,
         PortfolioChanged,
         OffersRefused,
+        CashAvailable,
     )
 
     def publish(conn: Connection, topic: str, event: object) -> None:
@@ -293,18 +302,28 @@ def bootstrap(
             "at run time instead (PUT /v1/pipeline/pins/{lender})"
         )
     ownership = Ownership(engine, ttl=settings.ownership_ttl, heartbeat=settings.ownership_heartbeat)
-    ledger = LedgerService(engine, clock, drift_window=timedelta(seconds=settings.drift_window_seconds))
+    ledger_store = SqlLedgerStore(engine, clock)
+    ledger = LedgerService(ledger_store, clock, drift_window=timedelta(seconds=settings.drift_window_seconds))
+    ledger_reports = LedgerReports(ledger_store)
     trading = TradingService(SqlPortfolioStore(engine, emit), clock, ledger=SqlLedgerView(engine))
     subscribers: list[Callable[[Bus], Awaitable[None]]] = []
     timers: list[tuple[float, Callable[[], object]]] = []
     if "ledger" in settings.roles:
-        handlers = LedgerHandlers(ledger)
-        # The drift timer is a singleton job: it runs in the process that owns it.
+        # Fundings, roll-backs and loan versions in the order they were published (one at a time: a funding
+        # before the repayments of its loan); reservations and statements served on request.
+        ledger_handlers = bind(LEDGER_HANDLERS, ledger=ledger, engine=engine)
+
+        async def ledger_role(bus: Bus) -> None:
+            await subscribe_handlers(bus, codec, ledger_handlers, group="ledger")
+            await serve_reservations(bus, codec, ledger)
+            await serve_statements(bus, codec, ledger_reports)
+
+        subscribers.append(ledger_role)
+        # The timer is a singleton job: it runs in the process that owns it.
         drift = ownership.claim("ledger-drift")
-        settlement = SettlementNode(engine, handlers, _fenced(ownership, drift, publish))
-        subscribers.append(matching_subscriber(handlers, codec, ["match.*.funded", "match.*.rolled_back"]))
-        subscribers.append(settlement.subscriber(codec))
-        timers.append((1.0, _while_owned(drift, settlement.tick)))
+        timers.append(
+            (LEDGER_TIMER_SECONDS, _while_owned(drift, functools.partial(ledger_on_timer, ledger=ledger)))
+        )
     market: Market | None = None
     if "market" in settings.roles:
         # The matcher's books live in the one process that owns the job "market"; other market processes
@@ -342,7 +361,7 @@ def bootstrap(
         bus=connect(settings.bus_url),
         codec=codec,
         ledger=ledger,
-        ledger_reports=LedgerReports(engine),
+        ledger_reports=ledger_reports,
         trading=trading,
         market=market,
         subscribers=tuple(subscribers),
@@ -358,14 +377,8 @@ class _LedgerReservations:
         self.ledger = ledger
 
     def reserve(self, matches: Sequence[OfferMatched]) -> ReservationAnswer:
-        reserved: set[str] = set()
-        refused: dict[str, str] = {}
         try:
-            for match in matches:
-                outcome = self.ledger.on_offer_matched(match)
-                reserved.update(outcome.done)
-                for bid_id, error in outcome.refused.items():
-                    refused[bid_id] = "insufficient_cash" if error.code == "overdraft" else error.code
+            answer = self.ledger.reserve(matches)
         except OperationalError as error:
             raise LedgerUnavailableError(f"the ledger could not reserve: {error}") from error
-        return ReservationAnswer(frozenset(reserved), refused)
+        return ReservationAnswer(frozenset(answer.reserved), {r.bid_id: r.code for r in answer.refused})

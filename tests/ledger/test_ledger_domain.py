@@ -1,4 +1,5 @@
-"""The pure transfer rule: balances, flags, idempotency, linked chains, two-phase transfers."""
+"""The pure transfer rule (plan_batch): balances, flags, idempotency, linked chains, two-phase transfers, accounts
+opened on first use, 64-bit totals."""
 
 from __future__ import annotations
 
@@ -7,16 +8,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tranche.ledger.domain import (
+    MAX_AMOUNT,
     Account,
     AccountKind,
     Outcome,
     Phase,
     Transfer,
-    apply_in_memory,
+    TransferResult,
     net_by_currency,
 )
 from tranche.ledger.errors import (
     AccountCurrencyError,
+    AmountOverflowError,
     InvalidTransferError,
     LinkedTransferFailedError,
     OverdraftError,
@@ -26,6 +29,7 @@ from tranche.ledger.errors import (
     TransferExistsError,
     UnknownAccountError,
 )
+from tranche.ledger.planning import Snapshot, plan_batch
 
 
 def accounts() -> dict[str, Account]:
@@ -40,17 +44,25 @@ def accounts() -> dict[str, Account]:
 
 
 class Ledger:
-    """The pure rule driven like a store: state carried from batch to batch."""
+    """The pure rule driven like a store: state carried from batch to batch, every stored transfer in the
+    snapshot."""
 
     def __init__(self) -> None:
         self.accounts = accounts()
         self.stored: dict[str, Transfer] = {}
         self.now = 1_000_000
 
-    def submit(self, *transfers: Transfer):  # type: ignore[no-untyped-def]
-        plan, self.accounts = apply_in_memory(self.accounts, transfers, self.now, self.stored)
-        for t in plan.created:
+    def submit(self, *transfers: Transfer, proposed: tuple[Account, ...] = ()) -> list[TransferResult]:
+        resolved = {t.pending_id: t.id for t in self.stored.values() if t.pending_id is not None}
+        fresh = {a.id: a for a in proposed if a.id not in self.accounts}
+        snapshot = Snapshot({**self.accounts, **fresh}, self.stored, self.stored, resolved, frozenset(fresh))
+        plan = plan_batch(transfers, snapshot, self.now)
+        for t in plan.stamped():
             self.stored[t.id] = t
+        for account_id in plan.changed:
+            after = plan.after(account_id)
+            assert after is not None
+            self.accounts[account_id] = after
         return plan.results
 
 
@@ -198,6 +210,40 @@ def test_malformed_transfers_are_refused_with_their_own_error(transfer: Transfer
     assert isinstance(result.error, error)
     assert net_by_currency(ledger.accounts.values())["EUR"] == (0, 0)
     assert ledger.stored == {}
+
+
+def test_an_account_proposed_to_a_batch_is_opened_only_when_an_applied_transfer_uses_it() -> None:
+    ledger = Ledger()
+    carol = Account("carol", "EUR", AccountKind.INVESTOR_CASH, debits_must_not_exceed_credits=True)
+    dave = Account("dave", "EUR", AccountKind.INVESTOR_CASH, debits_must_not_exceed_credits=True)
+    [refused] = ledger.submit(move("w", "dave", "world", 1), proposed=(dave,))
+    assert isinstance(refused.error, OverdraftError) and "dave" not in ledger.accounts
+    [done] = ledger.submit(move("d", "world", "carol", 5), proposed=(carol, dave))
+    assert done.ok and ledger.accounts["carol"].balance == 5 and "dave" not in ledger.accounts
+
+
+def test_no_amount_or_running_total_goes_past_64_bits() -> None:
+    ledger = Ledger()
+    [too_big] = ledger.submit(move("x", "world", "alice", MAX_AMOUNT + 1))
+    assert isinstance(too_big.error, InvalidTransferError) and too_big.error.field == "amount"
+    [first] = ledger.submit(move("a", "world", "alice", MAX_AMOUNT))
+    assert first.ok
+    [second] = ledger.submit(move("b", "world", "bob", 1))
+    assert isinstance(second.error, AmountOverflowError) and second.error.record == "world"
+    assert ledger.accounts["bob"].balance == 0 and "b" not in ledger.stored
+
+
+def test_a_refused_transfer_in_a_chain_takes_back_the_posts_and_voids_before_it() -> None:
+    ledger = Ledger()
+    ledger.submit(move("d", "world", "alice", 1_000), move("p", "alice", "lender", 600, phase=Phase.PENDING))
+    results = ledger.submit(
+        Transfer.void("v", "p", "EUR", linked=True),
+        move("w", "alice", "world", 1_001),  # more than the void released: the chain fails
+    )
+    assert [r.outcome for r in results] == [Outcome.FAILED, Outcome.FAILED]
+    assert ledger.accounts["alice"].available == 400 and "v" not in ledger.stored
+    [again] = ledger.submit(Transfer.void("v", "p", "EUR"))
+    assert again.ok and ledger.accounts["alice"].available == 1_000
 
 
 ACCOUNT_IDS = ["world", "alice", "bob", "lender", "usd-world", "nobody"]

@@ -1,121 +1,250 @@
-"""The SQL ledger on SQLite and PostgreSQL: batches, idempotency, and the database's own balance checks."""
+"""Every backend of the ledger's store passes the same contract (in memory, SQLite, PostgreSQL); then what only
+the databases do: check the balances themselves, and sync every commit."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from tranche.ledger.adapters import SqlLedger
-from tranche.ledger.domain import Account, AccountKind, Outcome, Phase, Transfer
-from tranche.ledger.errors import AccountExistsError, OverdraftError, UnbalancedLedgerError
+from tranche.ledger import (
+    Account,
+    AccountKind,
+    CashAvailable,
+    HoldingStatus,
+    InMemoryLedgerStore,
+    LedgerStore,
+    Outcome,
+    Phase,
+    SqlLedgerStore,
+    Transfer,
+    UnbalancedLedgerError,
+)
+from tranche.ledger.errors import AccountExistsError, OverdraftError
+from tranche.ledger.store import HoldingRow, LedgerTransaction, LoanRow
 from tranche.shared.clock import ManualClock
 
-
-def make_ledger(engine: Engine, clock: ManualClock | None = None) -> SqlLedger:
-    ledger = SqlLedger(engine, clock or ManualClock(), batch_size=50)
-    ledger.open_accounts(
-        [
-            Account("world:EUR", "EUR", AccountKind.WORLD),
-            Account(
-                "alice", "EUR", AccountKind.INVESTOR_CASH, debits_must_not_exceed_credits=True, owner_id="a"
-            ),
-            Account(
-                "bob", "EUR", AccountKind.INVESTOR_CASH, debits_must_not_exceed_credits=True, owner_id="b"
-            ),
-            Account("lender", "EUR", AccountKind.LENDER_SETTLEMENT),
-        ]
-    )
-    return ledger
+START = datetime(2026, 3, 1, tzinfo=UTC)
+WORLD = Account("world:EUR", "EUR", AccountKind.WORLD)
+ALICE = Account("alice", "EUR", AccountKind.INVESTOR_CASH, debits_must_not_exceed_credits=True, owner_id="a")
+BOB = Account("bob", "EUR", AccountKind.INVESTOR_CASH, debits_must_not_exceed_credits=True, owner_id="b")
+LENDER = Account("lender", "EUR", AccountKind.LENDER_SETTLEMENT, owner_id="len")
+ACCOUNTS = (WORLD, ALICE, BOB, LENDER)
 
 
-def test_deposits_are_stored_and_every_currency_sums_to_zero(engine: Engine) -> None:
-    ledger = make_ledger(engine)
-    results = ledger.submit([Transfer(f"d{i}", "world:EUR", "alice", 100 + i, "EUR") for i in range(120)])
-    assert all(r.outcome is Outcome.CREATED for r in results)
-    assert ledger.account("alice").balance == sum(100 + i for i in range(120))
-    assert ledger.net_by_currency() == {"EUR": (0, 0)}
+def submit(store: LedgerStore, *transfers: Transfer) -> list[Any]:
+    return store.atomic(lambda tx: tx.apply(transfers, ACCOUNTS).results)
 
 
-def test_a_replayed_batch_changes_nothing(engine: Engine) -> None:
-    ledger = make_ledger(engine)
-    batch = [Transfer(f"d{i}", "world:EUR", "bob", 10, "EUR") for i in range(60)]
-    ledger.submit(batch)
-    again = ledger.submit(batch)
-    assert {r.outcome for r in again} == {Outcome.EXISTS}
-    assert ledger.account("bob").balance == 600
+def holding(bid: str, portfolio: str = "pf1", status: HoldingStatus = HoldingStatus.RESERVED) -> HoldingRow:
+    return HoldingRow(bid, "a", portfolio, "len", "L1", "EUR", 500, Decimal("0.08"), Decimal("0.1"), status)
 
 
-def test_an_overdraft_is_refused_and_nothing_of_its_chain_is_stored(engine: Engine) -> None:
-    ledger = make_ledger(engine)
-    ledger.submit([Transfer("d", "world:EUR", "alice", 500, "EUR")])
-    results = ledger.submit(
-        [
+class LedgerStoreContract:
+    """Subclasses provide ``store`` (an empty store whose clock is ``clock``)."""
+
+    def test_deposits_are_stored_and_every_currency_sums_to_zero(self, store: LedgerStore) -> None:
+        results = submit(
+            store, *(Transfer(f"d{i}", "world:EUR", "alice", 100 + i, "EUR") for i in range(120))
+        )
+        assert all(r.outcome is Outcome.CREATED for r in results)
+        assert store.accounts(["alice"])["alice"].balance == sum(100 + i for i in range(120))
+        assert store.net_by_currency() == {"EUR": (0, 0)}
+
+    def test_a_replayed_batch_changes_nothing(self, store: LedgerStore) -> None:
+        batch = [Transfer(f"d{i}", "world:EUR", "bob", 10, "EUR") for i in range(60)]
+        submit(store, *batch)
+        again = submit(store, *batch)
+        assert {r.outcome for r in again} == {Outcome.EXISTS}
+        assert store.accounts(["bob"])["bob"].balance == 600
+
+    def test_an_overdraft_is_refused_and_nothing_of_its_chain_is_stored(self, store: LedgerStore) -> None:
+        submit(store, Transfer("d", "world:EUR", "alice", 500, "EUR"))
+        results = submit(
+            store,
             Transfer("fee", "alice", "lender", 100, "EUR", linked=True),
             Transfer("w", "alice", "world:EUR", 401, "EUR"),
-        ]
-    )
-    assert isinstance(results[1].error, OverdraftError) and results[1].error.record == "alice"
-    assert ledger.account("alice").balance == 500
-    assert ledger.transfers(["fee", "w"]) == {}
+        )
+        assert isinstance(results[1].error, OverdraftError) and results[1].error.record == "alice"
+        assert store.accounts(["alice"])["alice"].balance == 500
+        assert store.transfers(["fee", "w"]) == {}
 
+    def test_an_account_is_opened_only_by_a_transfer_that_uses_it(self, store: LedgerStore) -> None:
+        [refused] = submit(store, Transfer("w", "bob", "world:EUR", 1, "EUR"))
+        assert not refused.ok
+        assert store.accounts(["bob", "alice", "world:EUR"]) == {}
+        submit(store, Transfer("d", "world:EUR", "bob", 7, "EUR"))
+        assert set(store.accounts(["bob", "alice", "world:EUR"])) == {"bob", "world:EUR"}
 
-def test_reservations_post_and_void_across_batches(engine: Engine) -> None:
-    ledger = make_ledger(engine)
-    ledger.submit(
-        [
+    def test_an_account_proposed_with_another_definition_is_a_conflict(self, store: LedgerStore) -> None:
+        submit(store, Transfer("d", "world:EUR", "alice", 5, "EUR"))
+        other = Account("alice", "EUR", AccountKind.INVESTOR_CASH, owner_id="a")
+        with pytest.raises(AccountExistsError) as caught:
+            store.atomic(lambda tx: tx.apply([Transfer("x", "world:EUR", "alice", 1, "EUR")], [other, WORLD]))
+        assert caught.value.field == "debits_must_not_exceed_credits"
+        assert store.transfers(["x"]) == {}
+
+    def test_reservations_post_and_void_across_batches(self, store: LedgerStore) -> None:
+        submit(
+            store,
             Transfer("d", "world:EUR", "alice", 1_000, "EUR"),
             Transfer("p1", "alice", "lender", 600, "EUR", phase=Phase.PENDING),
             Transfer("p2", "alice", "lender", 400, "EUR", phase=Phase.PENDING),
-        ]
-    )
-    assert ledger.account("alice").available == 0
-    results = ledger.submit([Transfer.post("p1.post", "p1", "EUR"), Transfer.void("p2.void", "p2", "EUR")])
-    assert all(r.ok for r in results)
-    assert ledger.account("alice").available == 400
-    assert ledger.account("lender").balance == 600
-    assert ledger.net_by_currency() == {"EUR": (0, 0)}
+        )
+        assert store.accounts(["alice"])["alice"].available == 0
+        results = submit(store, Transfer.post("p1.post", "p1", "EUR"), Transfer.void("p2.void", "p2", "EUR"))
+        assert all(r.ok for r in results)
+        assert store.accounts(["alice"])["alice"].available == 400
+        assert store.accounts(["lender"])["lender"].balance == 600
+        assert store.transfers(["p2.void"])["p2.void"].amount == 400
+        assert store.net_by_currency() == {"EUR": (0, 0)}
 
-
-def test_reservations_past_their_timeout_are_voided_by_the_sweep(engine: Engine) -> None:
-    clock = ManualClock()
-    ledger = make_ledger(engine, clock)
-    ledger.submit(
-        [
+    def test_open_reservations_past_their_timeout_are_listed_oldest_first(
+        self, store: LedgerStore, clock: ManualClock
+    ) -> None:
+        submit(
+            store,
             Transfer("d", "world:EUR", "alice", 1_000, "EUR"),
             Transfer("p1", "alice", "lender", 600, "EUR", phase=Phase.PENDING, timeout_us=30_000_000),
             Transfer("p2", "alice", "lender", 100, "EUR", phase=Phase.PENDING),
+            Transfer("p3", "alice", "lender", 100, "EUR", phase=Phase.PENDING, timeout_us=10_000_000),
+        )
+        now = int((clock.now() - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
+        assert store.expired_pendings(now, 10) == []
+        assert [t.id for t in store.expired_pendings(now + 30_000_000, 10)] == ["p3", "p1"]
+        submit(store, Transfer.void("p3.void", "p3", "EUR"))
+        assert [t.id for t in store.expired_pendings(now + 30_000_000, 10)] == ["p1"]
+
+    def test_holdings_and_loans_are_kept_beside_the_transfers(self, store: LedgerStore) -> None:
+        def write(tx: LedgerTransaction) -> None:
+            tx.add_holdings([holding("b1"), holding("b2", "pf2"), holding("b3", "pf1", HoldingStatus.ACTIVE)])
+            tx.add_holdings([holding("b1", "elsewhere")])  # stored once
+            tx.update_holdings(["b3"], HoldingStatus.WRITTEN_OFF, {"b3": 200})
+            tx.put_loan(LoanRow("len", "L1", "EUR", "active", None, 1))
+            tx.put_loan(LoanRow("len", "L1", "EUR", "repaid", 0, 3))
+
+        store.atomic(write)
+        rows = store.holdings_with_balance(portfolio_ids=["pf1"])
+        assert [(r.bid_id, r.portfolio_id, r.status, r.written_off, held) for r, held in rows] == [
+            ("b1", "pf1", HoldingStatus.RESERVED, 0, 0),
+            ("b3", "pf1", HoldingStatus.WRITTEN_OFF, 200, 0),
         ]
+        assert [r.bid_id for r, _ in store.holdings_with_balance(investor_id="a", statuses=["reserved"])] == [
+            "b1",
+            "b2",
+        ]
+        assert store.loans("len", ["L1", "L2"]) == {"L1": LoanRow("len", "L1", "EUR", "repaid", 0, 3)}
+        assert store.atomic(lambda tx: tx.holdings_of_loan("len", "L1", [HoldingStatus.RESERVED])) == [
+            holding("b1"),
+            holding("b2", "pf2"),
+        ]
+
+    def test_a_holdings_balance_is_the_principal_its_account_holds(self, store: LedgerStore) -> None:
+        hold = Account("hold:b1", "EUR", AccountKind.INVESTOR_HOLDING, True, owner_id="a", portfolio_id="pf1")
+        principal = Account(
+            "loan:len:L1:EUR", "EUR", AccountKind.LOAN_PRINCIPAL, credits_must_not_exceed_debits=True
+        )
+
+        def buy(tx: LedgerTransaction) -> None:
+            tx.apply([Transfer("h", principal.id, hold.id, 300, "EUR")], [hold, principal])
+            tx.add_holdings([holding("b1", status=HoldingStatus.ACTIVE)])
+
+        store.atomic(buy)
+        [(row, held)] = store.holdings_with_balance(portfolio_ids=["pf1"])
+        assert (row.amount, held) == (500, 300)
+
+    def test_postings_walk_an_accounts_movements_in_order(
+        self, store: LedgerStore, clock: ManualClock
+    ) -> None:
+        submit(store, Transfer("d1", "world:EUR", "alice", 1_000, "EUR", "deposit"))
+        clock.advance(timedelta(days=1))
+        submit(
+            store,
+            Transfer("p", "alice", "lender", 300, "EUR", phase=Phase.PENDING),
+            Transfer("w", "alice", "world:EUR", 100, "EUR", "withdrawal"),
+        )
+        submit(store, Transfer.post("p.post", "p", "EUR", code="funding"))
+        everything = store.postings("alice", 0, 2**62, 0, 10)
+        assert [(p.transfer_id, p.amount, p.code) for p in everything] == [
+            ("d1", 1_000, "deposit"),
+            ("w", -100, "withdrawal"),
+            ("p.post", -300, "funding"),
+        ]
+        assert store.postings("alice", 0, 2**62, everything[0].seq, 1)[0].transfer_id == "w"
+        day_two = everything[1].created_us
+        assert store.net_posted("alice", 0, day_two) == 1_000
+        assert store.net_posted("alice", day_two, 2**62) == -400
+
+    def test_events_are_published_with_the_transaction_and_not_without_it(self, store: LedgerStore) -> None:
+        event = CashAvailable("a", "EUR", 5)
+
+        def fail(tx: LedgerTransaction) -> None:
+            tx.publish(CashAvailable("a", "EUR", 6))
+            tx.apply([Transfer("d", "world:EUR", "alice", 6, "EUR")], ACCOUNTS)
+            raise RuntimeError("the flow fails after publishing")
+
+        with pytest.raises(RuntimeError):
+            store.atomic(fail)
+        store.atomic(lambda tx: tx.publish(event))
+        assert self.published(store) == [event]
+        assert store.transfers(["d"]) == {}
+
+    def published(self, store: LedgerStore) -> list[Any]:
+        raise NotImplementedError
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+class TestInMemoryLedgerStore(LedgerStoreContract):
+    @pytest.fixture
+    def store(self, clock: ManualClock) -> LedgerStore:
+        return InMemoryLedgerStore(clock)
+
+    def published(self, store: LedgerStore) -> list[Any]:
+        assert isinstance(store, InMemoryLedgerStore)
+        return store.published
+
+
+class TestSqlLedgerStore(LedgerStoreContract):
+    @pytest.fixture
+    def store(self, engine: Engine, clock: ManualClock) -> LedgerStore:
+        return SqlLedgerStore(engine, clock)
+
+    def published(self, store: LedgerStore) -> list[Any]:
+        assert isinstance(store, SqlLedgerStore)
+        with store.engine.connect() as conn:
+            rows = conn.execute(text("SELECT topic, type, payload FROM bus_outbox ORDER BY seq")).all()
+        return [CashAvailable(**json.loads(bytes(r.payload))) for r in rows if r.type == "CashAvailable"]
+
+
+def make_store(engine: Engine) -> SqlLedgerStore:
+    store = SqlLedgerStore(engine, ManualClock(START))
+    submit(
+        store,
+        Transfer("seed", "world:EUR", "bob", 1, "EUR"),
+        Transfer("seed2", "world:EUR", "alice", 1, "EUR"),
     )
-    assert ledger.expire_pendings() == []
-    clock.advance(timedelta(seconds=30))
-    [expired] = ledger.expire_pendings()
-    assert expired.id == "p1~expired" and expired.ok
-    assert ledger.account("alice").available == 900
-    assert ledger.expire_pendings() == []
-
-
-def test_an_account_reopened_with_another_definition_is_a_conflict(engine: Engine) -> None:
-    ledger = make_ledger(engine)
-    ledger.open_accounts([Account("alice", "EUR", AccountKind.INVESTOR_CASH, True, owner_id="a")])
-    with pytest.raises(AccountExistsError) as caught:
-        ledger.open_accounts([Account("alice", "EUR", AccountKind.INVESTOR_CASH, owner_id="a")])
-    assert caught.value.field == "debits_must_not_exceed_credits"
+    return store
 
 
 def test_the_database_refuses_a_batch_that_leaves_a_currency_unbalanced(engine: Engine) -> None:
-    ledger = make_ledger(engine)
-    ledger.submit([Transfer("d", "world:EUR", "alice", 1_000, "EUR")])
+    store = make_store(engine)
     with pytest.raises(DBAPIError, match="ledger unbalanced"), engine.begin() as conn:
         # Credit one account without debiting another: what a bug in the apply loop would do.
         conn.exec_driver_sql(
             "UPDATE ledger_accounts SET credits_posted = credits_posted + 1 WHERE id = 'bob'"
         )
         conn.exec_driver_sql("INSERT INTO ledger_batches (created_at, transfers) VALUES (0, 0)")
-    assert ledger.account("bob").balance == 0
-    assert ledger.net_by_currency() == {"EUR": (0, 0)}
+    assert store.accounts(["bob"])["bob"].balance == 1
+    assert store.net_by_currency() == {"EUR": (0, 0)}
 
 
 @pytest.mark.postgres
@@ -123,21 +252,20 @@ def test_postgres_refuses_to_commit_an_unbalanced_currency_even_without_a_batch_
     postgres_engine: Engine,
 ) -> None:
     # Deferred constraint triggers are PostgreSQL's; SQLite is checked at the next batch (test above).
-    engine = postgres_engine
-    ledger = make_ledger(engine)
-    with pytest.raises(DBAPIError, match="ledger unbalanced"), engine.begin() as conn:
+    store = make_store(postgres_engine)
+    with pytest.raises(DBAPIError, match="ledger unbalanced"), postgres_engine.begin() as conn:
         conn.exec_driver_sql("UPDATE ledger_accounts SET credits_posted = 5 WHERE id = 'bob'")
-    assert ledger.account("bob").balance == 0
+    assert store.accounts(["bob"])["bob"].balance == 1
 
 
 def test_the_database_refuses_an_overdrawn_flagged_account(engine: Engine) -> None:
-    make_ledger(engine)
+    make_store(engine)
     with pytest.raises(DBAPIError, match="debits_within_credits"), engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE ledger_accounts SET debits_posted = 1 WHERE id = 'alice'")
+        conn.exec_driver_sql("UPDATE ledger_accounts SET debits_posted = 2 WHERE id = 'alice'")
 
 
 def test_a_batch_on_top_of_corrupted_totals_is_refused_as_an_unbalanced_ledger(engine: Engine) -> None:
-    ledger = make_ledger(engine)
+    store = make_store(engine)
     with engine.begin() as conn:
         # Corrupt the totals behind the triggers' back (PostgreSQL would refuse it at commit otherwise).
         if engine.dialect.name == "postgresql":
@@ -146,5 +274,23 @@ def test_a_batch_on_top_of_corrupted_totals_is_refused_as_an_unbalanced_ledger(e
         if engine.dialect.name == "postgresql":
             conn.exec_driver_sql("ALTER TABLE ledger_currency_totals ENABLE TRIGGER ledger_totals_balanced")
     with pytest.raises(UnbalancedLedgerError):
-        ledger.submit([Transfer("d", "world:EUR", "alice", 1, "EUR")])
-    assert ledger.transfers(["d"]) == {}
+        submit(store, Transfer("d", "world:EUR", "alice", 1, "EUR"))
+    assert store.transfers(["d"]) == {}
+
+
+def test_every_ledger_transaction_is_synced_to_disk_when_it_commits(engine: Engine) -> None:
+    """SQLite: synchronous=FULL inside the ledger's transactions (NORMAL elsewhere); PostgreSQL:
+    synchronous_commit=on whatever the server's default."""
+    store = make_store(engine)
+    seen: list[str] = []
+    query = "PRAGMA synchronous" if engine.dialect.name == "sqlite" else "SHOW synchronous_commit"
+
+    def look(tx: LedgerTransaction) -> None:
+        seen.append(str(tx.sql.conn.exec_driver_sql(query).scalar_one()))  # type: ignore[attr-defined]
+
+    store.atomic(look)
+    with engine.connect() as conn:
+        outside = str(conn.exec_driver_sql(query).scalar_one())
+    assert seen == (["2"] if engine.dialect.name == "sqlite" else ["on"])  # 2 is FULL
+    if engine.dialect.name == "sqlite":
+        assert outside == "1"  # NORMAL again for everything else

@@ -22,13 +22,14 @@ from tranche.assessment.errors import (
     TerminalServiceError,
 )
 from tranche.bus.errors import (
+    BusClosedError,
     ChunkTooLargeError,
     NoResponderError,
     PublishError,
     RemoteError,
     RequestTimeoutError,
 )
-from tranche.ledger.errors import OverdraftError, UnbalancedLedgerError
+from tranche.ledger import OverdraftError, UnbalancedLedgerError
 from tranche.matching.errors import (
     DuplicateOfferError,
     InvalidOfferError,
@@ -90,6 +91,7 @@ STATUS_BY_ERROR: list[tuple[type[TrancheError], int]] = [
     (ValidationError, 422),
     (CurrencyMismatchError, 422),
     (NoResponderError, 503),
+    (BusClosedError, 503),
     (PublishError, 503),
     (RequestTimeoutError, 504),
     (RemoteError, 502),

@@ -1,47 +1,49 @@
-"""The ledger on SQL (SQLite or PostgreSQL, through SQLAlchemy Core).
+"""The ledger's store in SQLite or PostgreSQL (:class:`SqlLedgerStore`), behind the port of
+:mod:`tranche.ledger.store`.
 
-A batch of transfers is one database transaction and a handful of statements whatever its size:
+A batch is applied in a handful of statements whatever its size: load the accounts it names (locked on
+PostgreSQL, in id order so that two writers cannot deadlock; SQLite has one writer at a time), the stored
+transfers sharing its ids and the pending transfers it resolves; plan it with the pure rule; then write the new
+transfers, the opened accounts, the new totals of the others, and the open reservations. The database checks on
+its own that every currency sums to zero (see :mod:`tranche.ledger.tables`).
 
-1. load the pending transfers its posts and voids name (they are immutable, so no lock is needed);
-2. lock every account it touches, in id order (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite's
-   ``BEGIN IMMEDIATE`` already makes the writer exclusive);
-3. load the stored transfers that share its ids and the resolvers of its pending transfers;
-4. apply it in memory with :func:`tranche.ledger.domain.plan_batch`;
-5. write the new transfers with one ``executemany``, the changed accounts with one statement (PostgreSQL:
-   ``UPDATE … FROM unnest(…)``) or one ``executemany`` (SQLite), and the batch row that the database
-   refuses unless every currency still sums to zero.
+Every transaction is durable when it commits: on SQLite it runs with ``synchronous=FULL`` (the write-ahead log
+is synced at each commit: a power cut cannot take back a deposit the API acknowledged), on PostgreSQL with
+``synchronous_commit=on`` whatever the server's default. A batch of thousands of transfers pays one sync.
 
-The driver's own SQL is used on the hot path (``exec_driver_sql`` with tuples) because building SQLAlchemy
-statements per row costs more than the database's work.
+Statements are written for the driver (``exec_driver_sql``), not built with SQLAlchemy: a batch reads and writes
+tens of thousands of rows, and building statements and rows would cost more than the database does.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from tranche.ledger.domain import (
-    Account,
-    AccountKind,
-    BatchPlan,
-    Phase,
-    Snapshot,
-    Transfer,
-    TransferResult,
-    expires_at,
-    needed_ids,
-    plan_batch,
+from tranche.bus.outbox import add_to_outbox
+from tranche.ledger.domain import Account, AccountKind, Phase, Transfer, from_micros, to_micros
+from tranche.ledger.errors import LedgerError, UnbalancedLedgerError
+from tranche.ledger.planning import BatchPlan, Snapshot, expires_at, needed_ids, plan_batch
+from tranche.ledger.store import (
+    HoldingRow,
+    HoldingStatus,
+    LedgerStore,
+    LedgerTransaction,
+    LoanRow,
+    Posting,
+    check_proposals,
 )
-from tranche.ledger.errors import AccountExistsError, LedgerError, UnbalancedLedgerError, UnknownAccountError
 from tranche.shared.clock import Clock
-from tranche.store.engine import larger_cache, reading
+from tranche.shared.messages import Event
+from tranche.store.engine import durably, larger_cache, reading
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+T = TypeVar("T")
 
 _ACCOUNT_COLUMNS = (
     "id, currency, kind, debits_must_not_exceed_credits, credits_must_not_exceed_debits, owner_id, loan_id, "
@@ -51,24 +53,16 @@ _TRANSFER_COLUMNS = (
     "id, debit_account_id, credit_account_id, amount, currency, code, ref, phase, pending_id, timeout_us, "
     "created_at, expires_at"
 )
-
-
-def to_micros(moment: datetime) -> int:
-    """Microseconds since the epoch of a timezone-aware instant."""
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_micros(micros: int) -> datetime:
-    """The UTC instant ``micros`` microseconds after the epoch."""
-    return datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
-
-
+_HOLDING_COLUMNS = (
+    "bid_id, investor_id, portfolio_id, lender_id, loan_id, currency, amount, investor_rate, lender_rate, status, "
+    "written_off"
+)
 _KINDS = {kind.value: kind for kind in AccountKind}
 _PHASES = {phase.value: phase for phase in Phase}
+_STATUSES = {status.value: status for status in HoldingStatus}
 
 
-def account_from_row(row: Sequence[Any]) -> Account:
+def _account(row: Sequence[Any]) -> Account:
     return Account(
         row[0],
         row[1],
@@ -85,7 +79,7 @@ def account_from_row(row: Sequence[Any]) -> Account:
     )
 
 
-def transfer_from_row(row: Sequence[Any]) -> Transfer:
+def _transfer(row: Sequence[Any]) -> Transfer:
     return Transfer(
         id=row[0],
         debit_account_id=row[1],
@@ -102,10 +96,27 @@ def transfer_from_row(row: Sequence[Any]) -> Transfer:
     )
 
 
+def _holding(row: Sequence[Any]) -> HoldingRow:
+    return HoldingRow(
+        bid_id=row[0],
+        investor_id=row[1],
+        portfolio_id=row[2],
+        lender_id=row[3],
+        loan_id=row[4],
+        currency=row[5],
+        amount=int(row[6]),
+        investor_rate=Decimal(row[7]),
+        lender_rate=Decimal(row[8]),
+        status=_STATUSES[row[9]],
+        written_off=int(row[10]),
+    )
+
+
 class _Sql:
-    """Dialect-specific spellings of the few statements that differ."""
+    """The connection's dialect, and the few spellings that differ between SQLite and PostgreSQL."""
 
     def __init__(self, conn: Connection) -> None:
+        self.conn = conn
         self.sqlite = conn.dialect.name == "sqlite"
         self.p = "?" if self.sqlite else "%s"
 
@@ -118,80 +129,64 @@ class _Sql:
     def list_param(self, values: Iterable[str]) -> Any:
         return json.dumps(list(values)) if self.sqlite else list(values)
 
+    def fetch(self, statement: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+        """The rows of a query run on the driver's own cursor, in the connection's transaction: a batch reads
+        tens of thousands of rows, and SQLAlchemy's result rows would cost more than the query."""
+        driver: Any = self.conn.connection.driver_connection
+        cursor = driver.cursor()
+        try:
+            cursor.execute(statement, params)
+            rows: list[Sequence[Any]] = cursor.fetchall()
+            return rows
+        finally:
+            cursor.close()
 
-def _fetch(conn: Connection, statement: str, params: Sequence[Any]) -> list[Sequence[Any]]:
-    """The rows of a query run on the driver's own cursor, in the connection's transaction: a batch reads
-    tens of thousands of rows, and SQLAlchemy's result rows would cost more than the query."""
-    driver: Any = conn.connection.driver_connection
-    cursor = driver.cursor()
-    try:
-        cursor.execute(statement, params)
-        rows: list[Sequence[Any]] = cursor.fetchall()
-        return rows
-    finally:
-        cursor.close()
+    def run(self, statement: str, params: Any = ()) -> None:
+        self.conn.exec_driver_sql(statement, params)
 
+    def accounts(self, ids: Iterable[str], *, lock: bool = False) -> dict[str, Account]:
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        suffix = " ORDER BY id FOR UPDATE" if lock and not self.sqlite else ""
+        rows = self.fetch(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts WHERE {self.any_of('id')}{suffix}",
+            (self.list_param(wanted),),
+        )
+        return {row[0]: _account(row) for row in rows}
 
-def load_accounts(conn: Connection, ids: Iterable[str], *, lock: bool = False) -> dict[str, Account]:
-    """The accounts among ``ids`` that exist; with ``lock`` they stay locked until the transaction ends."""
-    wanted = sorted(set(ids))
-    if not wanted:
-        return {}
-    sql = _Sql(conn)
-    suffix = " ORDER BY id FOR UPDATE" if lock and not sql.sqlite else ""
-    rows = _fetch(
-        conn,
-        f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts WHERE {sql.any_of('id')}{suffix}",
-        (sql.list_param(wanted),),
-    )
-    return {row[0]: account_from_row(row) for row in rows}
+    def transfers(self, ids: Iterable[str]) -> dict[str, Transfer]:
+        wanted = list(set(ids))
+        if not wanted:
+            return {}
+        rows = self.fetch(
+            f"SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE {self.any_of('id')}",
+            (self.list_param(wanted),),
+        )
+        return {row[0]: _transfer(row) for row in rows}
 
-
-def load_transfers(conn: Connection, ids: Iterable[str]) -> dict[str, Transfer]:
-    """The stored transfers among ``ids``."""
-    wanted = list(set(ids))
-    if not wanted:
-        return {}
-    sql = _Sql(conn)
-    rows = _fetch(
-        conn,
-        f"SELECT {_TRANSFER_COLUMNS} FROM ledger_transfers WHERE {sql.any_of('id')}",
-        (sql.list_param(wanted),),
-    )
-    return {row[0]: transfer_from_row(row) for row in rows}
-
-
-def load_resolvers(conn: Connection, pending_ids: Iterable[str]) -> dict[str, str]:
-    """For each of ``pending_ids`` already posted or voided, the id of the transfer that did it."""
-    wanted = list(set(pending_ids))
-    if not wanted:
-        return {}
-    sql = _Sql(conn)
-    rows = conn.exec_driver_sql(
-        f"SELECT pending_id, id FROM ledger_transfers WHERE {sql.any_of('pending_id')}",
-        (sql.list_param(wanted),),
-    ).all()
-    return {row[0]: row[1] for row in rows}
+    def resolvers(self, pending_ids: Iterable[str]) -> dict[str, str]:
+        wanted = list(set(pending_ids))
+        if not wanted:
+            return {}
+        rows = self.fetch(
+            f"SELECT pending_id, id FROM ledger_transfers WHERE {self.any_of('pending_id')}",
+            (self.list_param(wanted),),
+        )
+        return {row[0]: row[1] for row in rows}
 
 
-def open_accounts(conn: Connection, accounts: Iterable[Account], now_us: int) -> None:
-    """Create the accounts that do not exist yet (with zero totals); an existing one must be defined alike.
-
-    Raises :class:`AccountExistsError` naming the account and the differing field otherwise.
-    """
-    wanted = {a.id: a for a in accounts}
-    if not wanted:
-        return
-    sql = _Sql(conn)
-    stored = load_accounts(conn, wanted)
-    missing = [a for a in wanted.values() if a.id not in stored]
-    if missing:
-        p = sql.p
-        conn.exec_driver_sql(
+def _write_plan(sql: _Sql, plan: BatchPlan) -> None:
+    """Store what :func:`plan_batch` decided, in the caller's transaction."""
+    p, now_us = sql.p, plan.now_us
+    new = {a.id: a for a in plan.opened}
+    if new:
+        # Created with the totals the batch gave them: an INSERT that loses a race with another writer's is an
+        # integrity error, and the store runs the transaction again (the account then exists).
+        sql.run(
             "INSERT INTO ledger_accounts (id, currency, kind, debits_must_not_exceed_credits, "
             "credits_must_not_exceed_debits, owner_id, loan_id, portfolio_id, debits_pending, debits_posted, "
-            f"credits_pending, credits_posted, created_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, "
-            f"0, 0, 0, 0, {p}) ON CONFLICT (id) DO NOTHING",
+            f"credits_pending, credits_posted, created_at) VALUES ({', '.join([p] * 13)})",
             [
                 (
                     a.id,
@@ -202,47 +197,15 @@ def open_accounts(conn: Connection, accounts: Iterable[Account], now_us: int) ->
                     a.owner_id,
                     a.loan_id,
                     a.portfolio_id,
+                    *plan.changed[a.id],
                     now_us,
                 )
-                for a in missing
+                for a in new.values()
             ],
         )
-        # Another writer may have created some of them first, perhaps differently: compare what is stored.
-        stored.update(load_accounts(conn, [a.id for a in missing]))
-    for account_id, account in wanted.items():
-        differs = account.same_definition(stored[account_id])
-        if differs is not None:
-            raise AccountExistsError(
-                f"account {account_id} exists with another {differs}", record=account_id, field=differs
-            )
-
-
-def apply_batch(conn: Connection, transfers: Sequence[Transfer], now_us: int) -> BatchPlan:
-    """Apply one batch inside the caller's transaction (see the module's docstring for the steps)."""
-    if not transfers:
-        return BatchPlan([], [], {})
-    sql = _Sql(conn)
-    ids, pending_ids, account_ids = needed_ids(transfers)
-    pendings = {t.id: t for t in load_transfers(conn, pending_ids).values() if t.phase is Phase.PENDING}
-    for pending in pendings.values():
-        assert pending.debit_account_id is not None and pending.credit_account_id is not None
-        account_ids.add(pending.debit_account_id)
-        account_ids.add(pending.credit_account_id)
-    accounts = load_accounts(conn, account_ids, lock=True)
-    existing = load_transfers(conn, ids)
-    resolved = load_resolvers(conn, pending_ids)
-    plan = plan_batch(transfers, Snapshot(accounts, existing, pendings, resolved), now_us)
-    write_plan(conn, plan, now_us, sql)
-    return plan
-
-
-def write_plan(conn: Connection, plan: BatchPlan, now_us: int, sql: _Sql | None = None) -> None:
-    sql = sql or _Sql(conn)
-    p = sql.p
     if plan.created:
-        conn.exec_driver_sql(
-            f"INSERT INTO ledger_transfers ({_TRANSFER_COLUMNS}) VALUES "
-            f"({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})",
+        sql.run(
+            f"INSERT INTO ledger_transfers ({_TRANSFER_COLUMNS}) VALUES ({', '.join([p] * 12)})",
             [
                 (
                     t.id,
@@ -264,23 +227,22 @@ def write_plan(conn: Connection, plan: BatchPlan, now_us: int, sql: _Sql | None 
         opened = [(t.id, expires_at(t, now_us)) for t in plan.created if t.phase is Phase.PENDING]
         closed = [(t.pending_id,) for t in plan.created if t.pending_id is not None]
         if opened:
-            conn.exec_driver_sql(
-                f"INSERT INTO ledger_open_pendings (transfer_id, expires_at) VALUES ({p}, {p})", opened
-            )
+            sql.run(f"INSERT INTO ledger_open_pendings (transfer_id, expires_at) VALUES ({p}, {p})", opened)
         if closed:
-            conn.exec_driver_sql(f"DELETE FROM ledger_open_pendings WHERE transfer_id = {p}", closed)
-    if plan.changed:
+            sql.run(f"DELETE FROM ledger_open_pendings WHERE transfer_id = {p}", closed)
+    changed = {a: totals for a, totals in plan.changed.items() if a not in new}
+    if changed:
         if sql.sqlite:
-            conn.exec_driver_sql(
+            sql.run(
                 "UPDATE ledger_accounts SET debits_pending = ?, debits_posted = ?, credits_pending = ?, "
                 "credits_posted = ? WHERE id = ?",
-                [(*totals, account_id) for account_id, totals in plan.changed.items()],
+                [(*totals, account_id) for account_id, totals in changed.items()],
             )
         else:
             # One statement, so that the statement-level totals trigger runs once per batch.
-            ids = list(plan.changed)
-            columns = list(zip(*plan.changed.values(), strict=True))
-            conn.exec_driver_sql(
+            ids = list(changed)
+            columns = list(zip(*changed.values(), strict=True))
+            sql.run(
                 "UPDATE ledger_accounts AS a SET debits_pending = v.dp, debits_posted = v.dd, "
                 "credits_pending = v.cp, credits_posted = v.cd FROM (SELECT unnest(%s::text[]) AS id, "
                 "unnest(%s::bigint[]) AS dp, unnest(%s::bigint[]) AS dd, unnest(%s::bigint[]) AS cp, "
@@ -288,109 +250,306 @@ def write_plan(conn: Connection, plan: BatchPlan, now_us: int, sql: _Sql | None 
                 (ids, list(columns[0]), list(columns[1]), list(columns[2]), list(columns[3])),
             )
     if plan.created or plan.changed:
-        conn.exec_driver_sql(
+        sql.run(
             f"INSERT INTO ledger_batches (created_at, transfers) VALUES ({p}, {p})",
             (now_us, len(plan.created)),
         )
 
 
-def translate(error: IntegrityError) -> LedgerError | None:
+class _SqlTransaction(LedgerTransaction):
+    def __init__(self, sql: _Sql, now_us: int) -> None:
+        self.sql = sql
+        self.now_us = now_us
+
+    def apply(self, transfers: Sequence[Transfer], proposed: Iterable[Account] = ()) -> BatchPlan:
+        sql = self.sql
+        proposed = list(proposed)
+        if not transfers:
+            return BatchPlan([], [], {}, [], self.now_us)
+        ids, pending_ids, account_ids = needed_ids(transfers)
+        pendings = {t.id: t for t in sql.transfers(pending_ids).values() if t.phase is Phase.PENDING}
+        for pending in pendings.values():
+            account_ids.update(a for a in (pending.debit_account_id, pending.credit_account_id) if a)
+        account_ids.update(a.id for a in proposed)
+        accounts = sql.accounts(account_ids, lock=True)
+        missing = check_proposals(accounts, proposed)
+        accounts.update(missing)
+        snapshot = Snapshot(
+            accounts, sql.transfers(ids), pendings, sql.resolvers(pending_ids), frozenset(missing)
+        )
+        plan = plan_batch(transfers, snapshot, self.now_us)
+        _write_plan(sql, plan)
+        return plan
+
+    def accounts(self, ids: Iterable[str]) -> dict[str, Account]:
+        return self.sql.accounts(ids)
+
+    def holdings(self, bid_ids: Iterable[str]) -> dict[str, HoldingRow]:
+        sql = self.sql
+        wanted = list(set(bid_ids))
+        if not wanted:
+            return {}
+        rows = sql.fetch(
+            f"SELECT {_HOLDING_COLUMNS} FROM ledger_holdings WHERE {sql.any_of('bid_id')}",
+            (sql.list_param(wanted),),
+        )
+        return {row[0]: _holding(row) for row in rows}
+
+    def holdings_of_loan(
+        self, lender_id: str, loan_id: str, statuses: Collection[HoldingStatus]
+    ) -> list[HoldingRow]:
+        sql, p = self.sql, self.sql.p
+        rows = sql.fetch(
+            f"SELECT {_HOLDING_COLUMNS} FROM ledger_holdings WHERE lender_id = {p} AND loan_id = {p} "
+            f"AND {sql.any_of('status')} ORDER BY bid_id",
+            (lender_id, loan_id, sql.list_param(str(s) for s in statuses)),
+        )
+        return [_holding(row) for row in rows]
+
+    def add_holdings(self, rows: Iterable[HoldingRow]) -> None:
+        p = self.sql.p
+        params = [
+            (
+                h.bid_id,
+                h.account_id,
+                h.investor_id,
+                h.portfolio_id,
+                h.lender_id,
+                h.loan_id,
+                h.currency,
+                h.amount,
+                str(h.investor_rate),
+                str(h.lender_rate),
+                h.status.value,
+                h.written_off,
+                self.now_us,
+            )
+            for h in rows
+        ]
+        if params:
+            self.sql.run(
+                "INSERT INTO ledger_holdings (bid_id, account_id, investor_id, portfolio_id, lender_id, loan_id, "
+                "currency, amount, investor_rate, lender_rate, status, written_off, updated_at) "
+                f"VALUES ({', '.join([p] * 13)}) ON CONFLICT (bid_id) DO NOTHING",
+                params,
+            )
+
+    def update_holdings(
+        self, bid_ids: Iterable[str], status: HoldingStatus, written_off: Mapping[str, int] | None = None
+    ) -> None:
+        p = self.sql.p
+        lost = written_off or {}
+        params = [(status.value, lost.get(b, 0), self.now_us, b) for b in bid_ids]
+        if params:
+            self.sql.run(
+                f"UPDATE ledger_holdings SET status = {p}, written_off = written_off + {p}, updated_at = {p} "
+                f"WHERE bid_id = {p}",
+                params,
+            )
+
+    def loan(self, lender_id: str, loan_id: str) -> LoanRow | None:
+        sql, p = self.sql, self.sql.p
+        lock = "" if sql.sqlite else " FOR UPDATE"
+        rows = sql.fetch(
+            "SELECT lender_id, loan_id, currency, status, outstanding_principal, settled_version FROM ledger_loans "
+            f"WHERE lender_id = {p} AND loan_id = {p}{lock}",
+            (lender_id, loan_id),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return LoanRow(row[0], row[1], row[2], row[3], None if row[4] is None else int(row[4]), int(row[5]))
+
+    def put_loan(self, row: LoanRow) -> None:
+        p = self.sql.p
+        self.sql.run(
+            "INSERT INTO ledger_loans (lender_id, loan_id, currency, status, outstanding_principal, "
+            f"settled_version, updated_at) VALUES ({', '.join([p] * 7)}) ON CONFLICT (lender_id, loan_id) DO UPDATE "
+            "SET currency = excluded.currency, status = excluded.status, "
+            "outstanding_principal = excluded.outstanding_principal, settled_version = excluded.settled_version, "
+            "updated_at = excluded.updated_at",
+            (
+                row.lender_id,
+                row.loan_id,
+                row.currency,
+                row.status,
+                row.outstanding_principal,
+                row.settled_version,
+                self.now_us,
+            ),
+        )
+
+    def publish(self, event: Event) -> None:
+        add_to_outbox(self.sql.conn, event.topic, event, now=from_micros(self.now_us))
+
+
+def _translate(error: IntegrityError) -> LedgerError | None:
     """The ledger error a driver's integrity error stands for, when it is one of the ledger's own checks."""
-    text = str(error.orig)
-    if "ledger unbalanced" in text:
+    if "ledger unbalanced" in str(error.orig):
         return UnbalancedLedgerError(
             "the database refused the batch: some currency's balances would not sum to zero", field="balance"
         )
     return None
 
 
-class SqlLedger:
-    """The ledger's store: accounts and transfers in SQLite or PostgreSQL.
+class SqlLedgerStore(LedgerStore):
+    """The ledger's store in SQLite or PostgreSQL; see the module's docstring.
 
-    ``submit`` splits its transfers into batches of ``batch_size`` (a linked chain is never split) and applies
-    each in its own transaction; a batch that lost a race with a concurrent writer over a transfer id is
-    retried, and then sees that id as existing.
+    ``cache_kib`` bounds the page cache a large batch gets on SQLite (about half a KiB per transfer, what the
+    batch's index pages need).
     """
 
-    def __init__(self, engine: Engine, clock: Clock, *, batch_size: int = 10_000) -> None:
+    def __init__(self, engine: Engine, clock: Clock, *, attempts: int = 3) -> None:
         self.engine = engine
         self.clock = clock
-        self.batch_size = batch_size
+        self.attempts = attempts
 
-    def now_us(self) -> int:
-        return to_micros(self.clock.now())
+    def _connect(self) -> Connection:
+        return durably(self.engine)
 
-    def open_accounts(self, accounts: Iterable[Account]) -> None:
-        """Create missing accounts; see :func:`open_accounts`."""
-        with self.engine.begin() as conn:
-            open_accounts(conn, accounts, self.now_us())
+    @contextmanager
+    def _transaction(self, cache_kib: int = 0) -> Iterator[_SqlTransaction]:
+        with self._connect() as conn, conn.begin():
+            sql = _Sql(conn)
+            if not sql.sqlite:
+                sql.run("SET LOCAL synchronous_commit = on")
+            with larger_cache(conn, cache_kib):
+                yield _SqlTransaction(sql, to_micros(self.clock.now()))
 
-    def submit(self, transfers: Sequence[Transfer]) -> list[TransferResult]:
-        """Apply ``transfers`` in order, batch by batch; one result per transfer, in the same order."""
-        results: list[TransferResult] = []
-        for batch in self._batches(transfers):
-            results.extend(self._apply_with_retry(batch).results)
-        return results
+    def atomic(self, work: Callable[[LedgerTransaction], T]) -> T:
+        return self._atomic(work)
 
-    def _apply_with_retry(self, batch: Sequence[Transfer]) -> BatchPlan:
-        for attempt in range(3):
+    def atomic_batch(self, work: Callable[[LedgerTransaction], T], size: int) -> T:
+        """:meth:`atomic` for a transaction of about ``size`` transfers (a larger page cache on SQLite)."""
+        return self._atomic(work, min(size // 2, 64_000))
+
+    def _atomic(self, work: Callable[[LedgerTransaction], T], cache_kib: int = 0) -> T:
+        for attempt in range(1, self.attempts + 1):
             try:
-                # About half a KiB of page cache per transfer, as the batch's index pages need.
-                with self.engine.begin() as conn, larger_cache(conn, min(len(batch) // 2, 64_000)):
-                    return apply_batch(conn, batch, self.now_us())
+                with self._transaction(cache_kib) as tx:
+                    return work(tx)
             except IntegrityError as exc:
-                mapped = translate(exc)
+                mapped = _translate(exc)
                 if mapped is not None:
                     raise mapped from exc
-                if attempt == 2:
+                if attempt == self.attempts:
                     raise
         raise AssertionError("unreachable")
 
-    def _batches(self, transfers: Sequence[Transfer]) -> Iterator[Sequence[Transfer]]:
-        start = 0
-        while start < len(transfers):
-            stop = min(start + self.batch_size, len(transfers))
-            while stop < len(transfers) and transfers[stop - 1].linked:
-                stop += 1  # keep a linked chain in one batch
-            yield transfers[start:stop]
-            start = stop
-
     def accounts(self, ids: Iterable[str]) -> dict[str, Account]:
         with reading(self.engine) as conn:
-            return load_accounts(conn, ids)
-
-    def account(self, account_id: str) -> Account:
-        found = self.accounts([account_id]).get(account_id)
-        if found is None:
-            raise UnknownAccountError(f"account {account_id} does not exist", record=account_id)
-        return found
+            return _Sql(conn).accounts(ids)
 
     def transfers(self, ids: Iterable[str]) -> dict[str, Transfer]:
         with reading(self.engine) as conn:
-            return load_transfers(conn, ids)
+            return _Sql(conn).transfers(ids)
 
-    def expire_pendings(self, *, limit: int = 10_000) -> list[TransferResult]:
-        """Void the pending transfers whose timeout has passed (ids ``<pending id>~expired``, code ``expired``)."""
-        now = self.now_us()
-        sql_p = "?" if self.engine.dialect.name == "sqlite" else "%s"
+    def accounts_of(self, owner_id: str, kind: str) -> list[Account]:
         with reading(self.engine) as conn:
-            rows = conn.exec_driver_sql(
-                "SELECT o.transfer_id, t.currency FROM ledger_open_pendings AS o "
-                "JOIN ledger_transfers AS t ON t.id = o.transfer_id "
-                f"WHERE o.expires_at > 0 AND o.expires_at <= {sql_p} ORDER BY o.expires_at LIMIT {sql_p}",
-                (now, limit),
-            ).all()
-        voids = [
-            Transfer.void(f"{pending_id}~expired", pending_id, currency, code="expired")
-            for pending_id, currency in rows
+            sql = _Sql(conn)
+            rows = sql.fetch(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts WHERE owner_id = {sql.p} AND kind = {sql.p} "
+                "ORDER BY id",
+                (owner_id, kind),
+            )
+        return [_account(row) for row in rows]
+
+    def holdings_with_balance(
+        self,
+        *,
+        investor_id: str | None = None,
+        portfolio_ids: Collection[str] | None = None,
+        statuses: Collection[HoldingStatus] | None = None,
+    ) -> list[tuple[HoldingRow, int]]:
+        with reading(self.engine) as conn:
+            sql = _Sql(conn)
+            where: list[str] = []
+            params: list[Any] = []
+            if investor_id is not None:
+                where.append(f"h.investor_id = {sql.p}")
+                params.append(investor_id)
+            if portfolio_ids is not None:
+                where.append(sql.any_of("h.portfolio_id"))
+                params.append(sql.list_param(portfolio_ids))
+            if statuses is not None:
+                where.append(sql.any_of("h.status"))
+                params.append(sql.list_param(str(s) for s in statuses))
+            columns = ", ".join(f"h.{c.strip()}" for c in _HOLDING_COLUMNS.split(","))
+            rows = sql.fetch(
+                f"SELECT {columns}, COALESCE(a.credits_posted - a.debits_posted, 0) FROM ledger_holdings h "
+                "LEFT JOIN ledger_accounts a ON a.id = h.account_id "
+                f"WHERE {' AND '.join(where) or 'TRUE'} ORDER BY h.bid_id",
+                params,
+            )
+        return [(_holding(row), int(row[11])) for row in rows]
+
+    def loans(self, lender_id: str, loan_ids: Iterable[str]) -> dict[str, LoanRow]:
+        wanted = list(set(loan_ids))
+        if not wanted:
+            return {}
+        with reading(self.engine) as conn:
+            sql = _Sql(conn)
+            rows = sql.fetch(
+                "SELECT lender_id, loan_id, currency, status, outstanding_principal, settled_version "
+                f"FROM ledger_loans WHERE lender_id = {sql.p} AND {sql.any_of('loan_id')}",
+                (lender_id, sql.list_param(wanted)),
+            )
+        return {
+            r[1]: LoanRow(r[0], r[1], r[2], r[3], None if r[4] is None else int(r[4]), int(r[5]))
+            for r in rows
+        }
+
+    def expired_pendings(self, now_us: int, limit: int) -> list[Transfer]:
+        with reading(self.engine) as conn:
+            sql = _Sql(conn)
+            columns = ", ".join(f"t.{c.strip()}" for c in _TRANSFER_COLUMNS.split(","))
+            rows = sql.fetch(
+                f"SELECT {columns} FROM ledger_open_pendings AS o JOIN ledger_transfers AS t ON t.id = o.transfer_id "
+                f"WHERE o.expires_at > 0 AND o.expires_at <= {sql.p} ORDER BY o.expires_at, o.transfer_id "
+                f"LIMIT {sql.p}",
+                (now_us, limit),
+            )
+        return [_transfer(row) for row in rows]
+
+    def postings(
+        self, account_id: str, start_us: int, end_us: int, after_seq: int, limit: int
+    ) -> list[Posting]:
+        with reading(self.engine) as conn:
+            sql = _Sql(conn)
+            p = sql.p
+            columns = "seq, id, created_at, code, ref, debit_account_id, amount"
+            where = (
+                f"AND phase IN ('single', 'post') AND seq > {p} AND created_at >= {p} AND created_at < {p}"
+            )
+            rows = sql.fetch(
+                f"SELECT * FROM (SELECT {columns} FROM ledger_transfers WHERE debit_account_id = {p} {where} "
+                f"UNION ALL SELECT {columns} FROM ledger_transfers WHERE credit_account_id = {p} {where}) AS m "
+                f"ORDER BY seq LIMIT {p}",
+                (account_id, after_seq, start_us, end_us, account_id, after_seq, start_us, end_us, limit),
+            )
+        return [
+            Posting(int(r[0]), r[1], int(r[2]), r[3], r[4], -int(r[6]) if r[5] == account_id else int(r[6]))
+            for r in rows
         ]
-        return self.submit(voids)
+
+    def net_posted(self, account_id: str, start_us: int, end_us: int) -> int:
+        with reading(self.engine) as conn:
+            sql = _Sql(conn)
+            p = sql.p
+            rows = sql.fetch(
+                "SELECT (SELECT COALESCE(SUM(amount), 0) FROM ledger_transfers WHERE credit_account_id = "
+                f"{p} AND phase IN ('single', 'post') AND created_at >= {p} AND created_at < {p}) - "
+                "(SELECT COALESCE(SUM(amount), 0) FROM ledger_transfers WHERE debit_account_id = "
+                f"{p} AND phase IN ('single', 'post') AND created_at >= {p} AND created_at < {p})",
+                (account_id, start_us, end_us, account_id, start_us, end_us),
+            )
+        return int(rows[0][0])
 
     def net_by_currency(self) -> dict[str, tuple[int, int]]:
-        """Per currency, the sums of posted and pending ``credits - debits`` over all accounts (both zero)."""
         with reading(self.engine) as conn:
-            rows = conn.exec_driver_sql(
+            rows = _Sql(conn).fetch(
                 "SELECT currency, SUM(credits_posted - debits_posted), SUM(credits_pending - debits_pending) "
-                "FROM ledger_accounts GROUP BY currency"
-            ).all()
+                "FROM ledger_accounts GROUP BY currency",
+                (),
+            )
         return {row[0]: (int(row[1]), int(row[2])) for row in rows}

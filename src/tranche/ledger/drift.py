@@ -12,20 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from tranche.ledger.messages import PortfolioDrifted
 from tranche.shared.clock import Clock
 
-
-@dataclass(frozen=True, slots=True)
-class PortfolioDrifted:
-    """The composition of a portfolio changed: ``loan_ids`` are the loans whose holdings moved, ``changes``
-    how many settlement steps were folded into this one notification, between ``first_at`` and ``last_at``."""
-
-    portfolio_id: str
-    investor_id: str
-    loan_ids: tuple[str, ...]
-    changes: int
-    first_at: datetime
-    last_at: datetime
+__all__ = ["DriftAggregator", "PortfolioDrifted"]
 
 
 @dataclass(slots=True)

@@ -11,16 +11,22 @@
         ├── UnknownAccountError (NotFoundError) a transfer names an account that does not exist
         ├── AccountCurrencyError                a transfer's currency is not its accounts' currency
         ├── InvalidTransferError (ValidationError)  a malformed transfer (same account twice, amount < 1, ...)
+        ├── AmountOverflowError (ValidationError)   an amount or a running total past 64-bit minor units
         ├── PendingTransferNotFoundError (NotFoundError)
         ├── PendingTransferResolvedError        the pending transfer was already posted or voided
         ├── PendingTransferExpiredError         the pending transfer timed out before it was posted
         ├── PostExceedsPendingError             a post for more than was reserved
         ├── LinkedTransferFailedError           another transfer of the same linked chain failed
         ├── ReservationNotFoundError (NotFoundError)  a funded or rolled-back bid the ledger never reserved
+        ├── InsufficientCashError (ConflictError)   a withdrawal above the investor's available cash
+        ├── IdempotencyKeyReusedError (ConflictError)  a deposit or withdrawal key reused for another one
+        ├── UnknownCurrencyError (ValidationError)  a currency that is not an ISO 4217 code of lendable money
         └── UnbalancedLedgerError               the database found a currency whose balances do not sum to zero
 
 Each error names the record at fault (``record``: an account id or a transfer id) and, where it helps, the
-field (``debits``, ``credits``, ``amount``, ``pending_id``, ...). ``transfer_id`` is the transfer refused.
+field (``debits``, ``credits``, ``amount``, ``pending_id``, ...). ``transfer_id`` is the transfer refused. The
+errors of the flows clients call (deposits, withdrawals) name what the client sent instead: the investor, the
+idempotency key, the ``amount`` or ``currency`` field.
 """
 
 from __future__ import annotations
@@ -83,6 +89,12 @@ class UnknownAccountError(LedgerError, NotFoundError):
     code = "unknown_account"
 
 
+class AmountOverflowError(LedgerError, ValidationError):
+    """An amount, or the running total it would make, does not fit the 64-bit minor units the ledger keeps."""
+
+    code = "amount_too_large"
+
+
 class AccountCurrencyError(LedgerError):
     """A transfer's currency differs from the currency of one of its accounts."""
 
@@ -136,3 +148,28 @@ class ReservationNotFoundError(LedgerError, NotFoundError):
     its way, so a handler lets the event be delivered again)."""
 
     code = "reservation_not_found"
+
+
+class InsufficientCashError(LedgerError, ConflictError):
+    """A withdrawal asks for more than the investor's available cash (``record`` the investor, ``field``
+    ``amount``); ``available`` and ``needed`` are minor units."""
+
+    code = "insufficient_cash"
+
+    def __init__(self, message: str, *, record: str, available: int, needed: int) -> None:
+        super().__init__(message, record=record, field="amount")
+        self.available = available
+        self.needed = needed
+
+
+class IdempotencyKeyReusedError(LedgerError, ConflictError):
+    """An idempotency key already named another deposit or withdrawal (``record`` the key, ``field`` the first
+    field that differs)."""
+
+    code = "idempotency_key_reused"
+
+
+class UnknownCurrencyError(LedgerError, ValidationError):
+    """A currency that is not the ISO 4217 code of money loans are made in (``field`` ``currency``)."""
+
+    code = "unknown_currency"

@@ -1,39 +1,47 @@
-"""Reports read from the ledger: investor statements, holdings, net annual return, lender settlement by day.
+"""The ledger's read side: the query ports the market and trading use (an investor's available cash, the
+holdings of a set of portfolios) and the reports investors and lenders read (statements, holdings per loan, net
+annual return, lender settlement by day).
 
-Reads run on read-only connections (on SQLite they do not queue behind the writer) and walk transfers by
-``seq`` in chunks, so an export of millions of movements holds one chunk in memory at a time.
+Statements walk an account's postings by ``seq`` in chunks, so an export of millions of movements holds one
+chunk in memory at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine
-
 from tranche.ledger import chart
-from tranche.ledger.adapters import from_micros, to_micros
 from tranche.ledger.chart import Code
+from tranche.ledger.domain import AccountKind, from_micros, to_micros
+from tranche.ledger.messages import CashPosition, Movement
 from tranche.ledger.returns import xirr
-from tranche.store.engine import reading
+from tranche.ledger.store import NEVER_HELD, HoldingStatus, LedgerStore
 
 _FAR_FUTURE = 2**62
+_HELD = tuple(s for s in HoldingStatus if s not in NEVER_HELD and s is not HoldingStatus.RESERVED)
 
 
 @dataclass(frozen=True, slots=True)
-class Movement:
-    """One posted movement on an account: ``amount`` is signed (credit positive), ``balance`` after it."""
+class PortfolioHolding:
+    """One bid a portfolio holds (or has reserved): ``invested`` is the principal it bought, ``held`` the
+    principal it still holds (what repayments and write-offs left; 0 while only reserved), ``written_off`` what
+    it lost. Minor units of ``currency``; ``investor_rate`` the annual rate agreed for the bid."""
 
-    seq: int
-    transfer_id: str
-    at: datetime
-    code: str
-    ref: str
-    amount: int
-    balance: int
+    bid_id: str
+    portfolio_id: str
+    investor_id: str
+    lender_id: str
+    loan_id: str
+    currency: str
+    invested: int
+    held: int
+    written_off: int
+    status: HoldingStatus
+    investor_rate: Decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,74 +82,78 @@ class Statement:
     """
 
     def __init__(
-        self, engine: Engine, account_id: str, currency: str, start_us: int, end_us: int, chunk_size: int
+        self, store: LedgerStore, account_id: str, currency: str, start_us: int, end_us: int, chunk_size: int
     ) -> None:
-        self.engine = engine
+        self.store = store
         self.account_id = account_id
         self.currency = currency
         self.start_us = start_us
         self.end_us = end_us
         self.chunk_size = chunk_size
-        with reading(engine) as conn:
-            self.opening = _net(conn, account_id, 0, start_us)
-            self.closing = self.opening + _net(conn, account_id, start_us, end_us)
+        self.opening = store.net_posted(account_id, 0, start_us)
+        self.closing = self.opening + store.net_posted(account_id, start_us, end_us)
 
     def __iter__(self) -> Iterator[list[Movement]]:
         balance = self.opening
         after = 0
         while True:
-            with reading(self.engine) as conn:
-                rows = _movements(conn, self.account_id, self.start_us, self.end_us, after, self.chunk_size)
-            if not rows:
+            postings = self.store.postings(
+                self.account_id, self.start_us, self.end_us, after, self.chunk_size
+            )
+            if not postings:
                 return
             chunk: list[Movement] = []
-            for seq, transfer_id, debit, amount, code, ref, created in rows:
-                signed = -int(amount) if debit == self.account_id else int(amount)
-                balance += signed
+            for p in postings:
+                balance += p.amount
                 chunk.append(
-                    Movement(int(seq), transfer_id, from_micros(int(created)), code, ref, signed, balance)
+                    Movement(
+                        p.seq, p.transfer_id, from_micros(p.created_us), p.code, p.ref, p.amount, balance
+                    )
                 )
             after = chunk[-1].seq
             yield chunk
 
 
-def _placeholder(conn: Connection) -> str:
-    return "?" if conn.dialect.name == "sqlite" else "%s"
-
-
-def _net(conn: Connection, account_id: str, start_us: int, end_us: int) -> int:
-    p = _placeholder(conn)
-    row = conn.exec_driver_sql(
-        "SELECT (SELECT COALESCE(SUM(amount), 0) FROM ledger_transfers WHERE credit_account_id = "
-        f"{p} AND phase IN ('single', 'post') AND created_at >= {p} AND created_at < {p}) - "
-        "(SELECT COALESCE(SUM(amount), 0) FROM ledger_transfers WHERE debit_account_id = "
-        f"{p} AND phase IN ('single', 'post') AND created_at >= {p} AND created_at < {p})",
-        (account_id, start_us, end_us, account_id, start_us, end_us),
-    ).scalar_one()
-    return int(row)
-
-
-def _movements(
-    conn: Connection, account_id: str, start_us: int, end_us: int, after: int, limit: int
-) -> list[Any]:
-    p = _placeholder(conn)
-    columns = "seq, id, debit_account_id, amount, code, ref, created_at"
-    where = f"AND phase IN ('single', 'post') AND seq > {p} AND created_at >= {p} AND created_at < {p}"
-    return list(
-        conn.exec_driver_sql(
-            f"SELECT * FROM (SELECT {columns} FROM ledger_transfers WHERE debit_account_id = {p} {where} "
-            f"UNION ALL SELECT {columns} FROM ledger_transfers WHERE credit_account_id = {p} {where}) AS m "
-            f"ORDER BY seq LIMIT {p}",
-            (account_id, after, start_us, end_us, account_id, after, start_us, end_us, limit),
-        ).all()
-    )
-
-
 class LedgerReports:
-    """Read-side of the ledger; built by the composition root with the engine."""
+    """Read side of the ledger; built by the composition root with the store."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, store: LedgerStore) -> None:
+        self.store = store
+
+    # -- query ports ------------------------------------------------------------------------------------------
+
+    def available_cash(self, investor_id: str) -> tuple[CashPosition, ...]:
+        """The investor's available cash in every currency it has an account in (ordered by currency)."""
+        accounts = self.store.accounts_of(investor_id, AccountKind.INVESTOR_CASH)
+        return tuple(
+            CashPosition(investor_id, a.currency, a.available)
+            for a in sorted(accounts, key=lambda a: a.currency)
+        )
+
+    def portfolio_holdings(
+        self, portfolio_ids: Collection[str], *, include_released: bool = False
+    ) -> list[PortfolioHolding]:
+        """Every holding of these portfolios, reserved ones included, ordered by bid id; bids whose reservation
+        was released (rolled back, expired) only with ``include_released``. One indexed query."""
+        statuses = None if include_released else [s for s in HoldingStatus if s not in NEVER_HELD]
+        return [
+            PortfolioHolding(
+                row.bid_id,
+                row.portfolio_id,
+                row.investor_id,
+                row.lender_id,
+                row.loan_id,
+                row.currency,
+                row.amount,
+                held,
+                row.written_off,
+                row.status,
+                row.investor_rate,
+            )
+            for row, held in self.store.holdings_with_balance(portfolio_ids=portfolio_ids, statuses=statuses)
+        ]
+
+    # -- reports ----------------------------------------------------------------------------------------------
 
     def statement(
         self,
@@ -154,7 +166,7 @@ class LedgerReports:
     ) -> Statement:
         """Every posted movement of the investor's cash in ``[start, end)``, with opening and closing balances."""
         return Statement(
-            self.engine,
+            self.store,
             chart.investor_cash(investor_id, currency).id,
             currency,
             to_micros(start) if start else 0,
@@ -163,60 +175,81 @@ class LedgerReports:
         )
 
     def holdings(self, investor_id: str) -> list[Holding]:
-        """Per loan: the principal the investor still holds, what they invested, and what was written off."""
-        with reading(self.engine) as conn:
-            p = _placeholder(conn)
-            rows = conn.exec_driver_sql(
-                "SELECT h.lender_id, h.loan_id, h.currency, SUM(a.credits_posted - a.debits_posted), SUM(h.amount), "
-                "COUNT(*), MAX(l.status), MAX(l.outstanding_principal), "
-                "SUM((SELECT COALESCE(SUM(t.amount), 0) FROM ledger_transfers t "
-                f"     WHERE t.debit_account_id = h.account_id AND t.code = '{Code.WRITE_OFF}')) "
-                "FROM ledger_holdings h JOIN ledger_accounts a ON a.id = h.account_id "
-                "LEFT JOIN ledger_loans l ON l.lender_id = h.lender_id AND l.loan_id = h.loan_id "
-                f"WHERE h.investor_id = {p} AND h.status IN ('active', 'repaid', 'defaulted', 'written_off') "
-                "GROUP BY h.lender_id, h.loan_id, h.currency ORDER BY h.lender_id, h.loan_id",
-                (investor_id,),
-            ).all()
-        return [
-            Holding(
-                r[0],
-                r[1],
-                r[2],
-                int(r[3]),
-                int(r[4]),
-                int(r[8]),
-                int(r[5]),
-                r[6] or "active",
-                None if r[7] is None else int(r[7]),
+        """Per loan: the principal the investor still holds, what they invested, and what was written off
+        (funded bids only: a reservation is not yet a holding)."""
+        rows = self.store.holdings_with_balance(investor_id=investor_id, statuses=_HELD)
+        per_loan: dict[tuple[str, str, str], list[Any]] = {}
+        for row, held in rows:
+            entry = per_loan.setdefault((row.lender_id, row.loan_id, row.currency), [0, 0, 0, 0])
+            entry[0] += held
+            entry[1] += row.amount
+            entry[2] += row.written_off
+            entry[3] += 1
+        loans = {}
+        for lender_id in {lender for lender, _, _ in per_loan}:
+            found = self.store.loans(lender_id, [loan for lender, loan, _ in per_loan if lender == lender_id])
+            loans.update({(lender_id, loan_id): row for loan_id, row in found.items()})
+        holdings = []
+        for (lender_id, loan_id, currency), (held, invested, lost, bids) in sorted(per_loan.items()):
+            loan = loans.get((lender_id, loan_id))
+            holdings.append(
+                Holding(
+                    lender_id,
+                    loan_id,
+                    currency,
+                    held,
+                    invested,
+                    lost,
+                    bids,
+                    loan.status if loan else "active",
+                    loan.outstanding_principal if loan else None,
+                )
             )
-            for r in rows
-        ]
+        return holdings
 
     def net_annual_return(self, investor_id: str, currency: str, as_of: datetime) -> Decimal | None:
         """XIRR of the investor's deposits (in) and withdrawals (out), valuing at ``as_of`` the cash left and
-        the principal still held (written-off principal counts as lost). None without both kinds of flow."""
+        the principal still held: written-off principal counts as lost, and money put in that nothing is left of
+        is a return of -1. None without any deposit."""
         flows: list[tuple[date, int]] = []
         statement = self.statement(investor_id, currency, end=as_of)
         for chunk in statement:
             for m in chunk:
                 if m.code in (Code.DEPOSIT, Code.WITHDRAWAL):
                     flows.append((m.at.date(), -m.amount))
+        if not flows:
+            return None
         held = sum(h.held_principal for h in self.holdings(investor_id) if h.currency == currency)
         flows.append((as_of.astimezone(UTC).date(), statement.closing + held))
-        return xirr(flows)
+        rate = xirr(flows)
+        if (
+            rate is None
+            and sum(amount for _, amount in flows) < 0
+            and all(amount <= 0 for _, amount in flows)
+        ):
+            return Decimal(-1)  # all put in, nothing back nor left: the whole of it lost
+        return rate
 
     def lender_settlement(
         self, lender_id: str, currency: str, start: datetime | None = None, end: datetime | None = None
     ) -> list[SettlementDay]:
         """The lender's settlement account, one row per UTC day that has movements."""
         statement = Statement(
-            self.engine,
+            self.store,
             chart.lender_settlement(lender_id, currency).id,
             currency,
             to_micros(start) if start else 0,
             to_micros(end) if end else _FAR_FUTURE,
             5_000,
         )
+        kinds = {
+            Code.FUNDING: "funded",
+            Code.PRINCIPAL: "principal_paid",
+            Code.INTEREST: "interest_paid",
+            Code.MARGIN: "margin",
+            Code.PAYOUT: "payouts",
+            Code.LENDER_PAYMENT: "received",
+        }
         days: list[SettlementDay] = []
         current: dict[str, Any] | None = None
         for chunk in statement:
@@ -225,19 +258,9 @@ class LedgerReports:
                 if current is None or current["day"] != day:
                     if current is not None:
                         days.append(SettlementDay(**current))
-                    current = dict.fromkeys(
-                        ("funded", "principal_paid", "interest_paid", "margin", "payouts", "received", "net"),
-                        0,
-                    )
+                    current = dict.fromkeys((*kinds.values(), "net"), 0)
                     current["day"] = day
-                key = {
-                    Code.FUNDING: "funded",
-                    Code.PRINCIPAL: "principal_paid",
-                    Code.INTEREST: "interest_paid",
-                    Code.MARGIN: "margin",
-                    Code.PAYOUT: "payouts",
-                    Code.LENDER_PAYMENT: "received",
-                }.get(m.code)
+                key = kinds.get(m.code)
                 if key is not None:
                     current[key] += abs(m.amount)
                 current["net"] += m.amount

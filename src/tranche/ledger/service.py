@@ -1,56 +1,66 @@
-"""The ledger's flows: cash in and out, settlement of matches, distribution of repayments, loan outcomes.
+"""The ledger's flows: cash in and out, reservations for the market, funding and roll-back, repayments and
+loan outcomes, expired reservations, and the drift notifications trading rebalances on.
 
-Every flow is one database transaction: it opens the accounts it needs, applies its transfers as one batch
-(:func:`tranche.ledger.adapters.apply_batch`) and writes its own bookkeeping (holdings, loans) beside them.
-Transfer ids are derived from the event (``bid:<bid>:cash``, ``rp:<lender>:<loan>:<version>:…``), so a replayed
-event changes nothing.
+Every flow is one transaction of the store (:meth:`LedgerStore.atomic`): it applies its transfers as one batch,
+writes its holdings and loans beside them and publishes its events, all or nothing. Transfer ids derive from
+what the flow was asked (``dep:<investor>:<key>``, ``bid:<bid>:cash``, ``rp:<lender>:<loan>:<version>:…``), so
+asking twice changes nothing the second time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from decimal import Decimal
-from typing import Any
-
-from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import IntegrityError
 
 from tranche.ledger import chart
-from tranche.ledger.adapters import (
-    SqlLedger,
-    _Sql,
-    apply_batch,
-    load_accounts,
-    open_accounts,
-    to_micros,
-    translate,
-)
 from tranche.ledger.chart import Code
-from tranche.ledger.distribution import Holder, split_payment
-from tranche.ledger.domain import Account, BatchPlan, Outcome, Phase, Transfer, TransferResult
-from tranche.ledger.drift import DriftAggregator, PortfolioDrifted
-from tranche.ledger.errors import InvalidTransferError, LedgerError, ReservationNotFoundError
-from tranche.matching.events import BidsRolledBack, LoanFunded, OfferMatched
+from tranche.ledger.domain import (
+    MAX_AMOUNT,
+    Account,
+    AccountKind,
+    Outcome,
+    Phase,
+    Transfer,
+    TransferResult,
+    to_micros,
+)
+from tranche.ledger.drift import DriftAggregator
+from tranche.ledger.errors import (
+    AmountOverflowError,
+    IdempotencyKeyReusedError,
+    InsufficientCashError,
+    InvalidTransferError,
+    LedgerError,
+    LinkedTransferFailedError,
+    OverdraftError,
+    ReservationNotFoundError,
+    TransferExistsError,
+)
+from tranche.ledger.messages import BidsReserved, CashAvailable, CashPosition, Refusal
+from tranche.ledger.planning import BatchPlan
+from tranche.ledger.repayment import LoanVersion, repayment_transfers
+from tranche.ledger.store import RECEIVING, HoldingRow, HoldingStatus, LedgerStore, LedgerTransaction, LoanRow
+from tranche.matching import BidsRolledBack, LoanFunded, OfferMatched
 from tranche.shared.clock import Clock
-from tranche.shared.loan import Loan, LoanStatus
-from tranche.shared.money import Money
+from tranche.shared.money import Money, to_major
 
 
-class HoldingStatus:
-    RESERVED = "reserved"
-    REFUSED = "refused"
-    ACTIVE = "active"
-    ROLLED_BACK = "rolled_back"
-    REPAID = "repaid"
-    DEFAULTED = "defaulted"
-    WRITTEN_OFF = "written_off"
+@dataclass(frozen=True, slots=True)
+class CashMovement:
+    """A deposit or a withdrawal as stored, with the investor's cash after it (minor units)."""
+
+    transfer_id: str
+    investor_id: str
+    amount: int
+    currency: str
+    available: int
+    balance: int
 
 
 @dataclass(frozen=True, slots=True)
 class BidsOutcome:
-    """What a settlement step did per bid: ``done`` bid ids, and ``refused`` ones with the reason."""
+    """What funding or rolling back did per bid: ``done`` bid ids, and ``refused`` ones with the reason."""
 
     done: tuple[str, ...] = ()
     refused: dict[str, LedgerError] = field(default_factory=dict)
@@ -67,297 +77,252 @@ class RepaymentOutcome:
     skipped: bool = False
 
 
-@dataclass(slots=True)
-class _HoldingRow:
-    bid_id: str
-    account_id: str
-    investor_id: str
-    portfolio_id: str
-    lender_id: str
-    loan_id: str
-    currency: str
-    amount: int
-    investor_rate: Decimal
-    lender_rate: Decimal
-    status: str
-
-
-_HOLDING_COLUMNS = (
-    "bid_id, account_id, investor_id, portfolio_id, lender_id, loan_id, currency, amount, investor_rate, "
-    "lender_rate, status"
-)
-
-
-def _holding_from_row(row: Sequence[Any]) -> _HoldingRow:
-    return _HoldingRow(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        row[4],
-        row[5],
-        row[6],
-        int(row[7]),
-        Decimal(row[8]),
-        Decimal(row[9]),
-        row[10],
-    )
-
-
-def _chain(transfers: list[Transfer]) -> list[Transfer]:
-    """Link ``transfers`` into one chain: all or nothing."""
-    return [
-        Transfer(**{**_fields(t), "linked": index < len(transfers) - 1}) for index, t in enumerate(transfers)
-    ]
-
-
-def _fields(t: Transfer) -> dict[str, Any]:
-    return {name: getattr(t, name) for name in Transfer.__slots__}
-
-
-def _first_error(results: Iterable[TransferResult]) -> LedgerError | None:
-    for result in results:
-        if result.error is not None and result.outcome is Outcome.FAILED:
-            return result.error
-    return None
+def _money(amount: int, currency: str) -> str:
+    return f"{to_major(amount, currency)} {currency}"
 
 
 class LedgerService:
-    """The ledger's use cases over SQL; built by the composition root with an engine and a clock."""
+    """The ledger's use cases over a :class:`~tranche.ledger.store.LedgerStore`; built by the composition root."""
 
     def __init__(
         self,
-        engine: Engine,
+        store: LedgerStore,
         clock: Clock,
         *,
         drift_window: timedelta = timedelta(seconds=30),
         reservation_timeout: timedelta | None = timedelta(days=14),
     ) -> None:
-        self.engine = engine
+        self.store = store
         self.clock = clock
-        self.store = SqlLedger(engine, clock)
         self.drift = DriftAggregator(clock, drift_window)
         self.reservation_timeout_us = (
             0 if reservation_timeout is None else reservation_timeout // timedelta(microseconds=1)
         )
 
-    # -- plumbing ---------------------------------------------------------------------------------------------
-
-    def _transaction(
-        self,
-        accounts: Iterable[Account],
-        transfers: Callable[[Connection], list[Transfer]],
-        after: Callable[[Connection, BatchPlan], None] | None = None,
-    ) -> BatchPlan:
-        """Open ``accounts``, apply the transfers ``transfers(conn)`` builds, then run ``after``; one transaction,
-        retried when a concurrent writer won a race over an id."""
-        accounts = list(accounts)
-        for attempt in range(3):
-            try:
-                with self.engine.begin() as conn:
-                    now = to_micros(self.clock.now())
-                    open_accounts(conn, accounts, now)
-                    plan = apply_batch(conn, transfers(conn), now)
-                    if after is not None:
-                        after(conn, plan)
-                    return plan
-            except IntegrityError as exc:
-                mapped = translate(exc)
-                if mapped is not None:
-                    raise mapped from exc
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _single(self, account: Account, transfer: Transfer) -> Transfer:
-        plan = self._transaction([account, chart.world(transfer.currency)], lambda _conn: [transfer])
-        error = _first_error(plan.results)
-        if error is not None:
-            raise error
-        return self.store.transfers([transfer.id])[transfer.id]
-
     # -- investor cash ----------------------------------------------------------------------------------------
 
-    def deposit(self, investor_id: str, money: Money, key: str) -> Transfer:
+    def deposit(self, investor_id: str, money: Money, key: str) -> CashMovement:
         """Credit ``money`` to the investor's cash; ``key`` makes a retried request one deposit."""
-        if money.amount < 1:
-            raise InvalidTransferError("a deposit is positive", record=investor_id, field="amount")
-        cash = chart.investor_cash(investor_id, money.currency)
-        transfer = Transfer(
-            f"dep:{investor_id}:{key}",
-            chart.world(money.currency).id,
-            cash.id,
-            money.amount,
-            money.currency,
-            Code.DEPOSIT,
-        )
-        return self._single(cash, transfer)
+        return self._cash(investor_id, money, key, deposit=True)
 
-    def withdraw(self, investor_id: str, money: Money, key: str) -> Transfer:
-        """Pay ``money`` out of the investor's available cash; more than is available is an OverdraftError."""
-        if money.amount < 1:
-            raise InvalidTransferError("a withdrawal is positive", record=investor_id, field="amount")
+    def withdraw(self, investor_id: str, money: Money, key: str) -> CashMovement:
+        """Pay ``money`` out of the investor's available cash; more than is available is an
+        :class:`InsufficientCashError` and changes nothing."""
+        return self._cash(investor_id, money, key, deposit=False)
+
+    def _cash(self, investor_id: str, money: Money, key: str, *, deposit: bool) -> CashMovement:
+        what = "deposit" if deposit else "withdrawal"
+        _check_amount(money, investor_id, what)
         cash = chart.investor_cash(investor_id, money.currency)
-        transfer = Transfer(
-            f"wd:{investor_id}:{key}",
-            cash.id,
-            chart.world(money.currency).id,
-            money.amount,
-            money.currency,
-            Code.WITHDRAWAL,
-        )
-        return self._single(cash, transfer)
+        world = chart.world(money.currency)
+        if deposit:
+            transfer = Transfer(
+                f"dep:{investor_id}:{key}", world.id, cash.id, money.amount, money.currency, Code.DEPOSIT
+            )
+        else:
+            transfer = Transfer(
+                f"wd:{investor_id}:{key}", cash.id, world.id, money.amount, money.currency, Code.WITHDRAWAL
+            )
+
+        def work(tx: LedgerTransaction) -> CashMovement:
+            plan = tx.apply([transfer], [cash, world])
+            [result] = plan.results
+            if result.error is not None:
+                raise _cash_error(result.error, investor_id, money, key, what)
+            self._announce_cash(tx, plan)
+            after = plan.after(cash.id)
+            assert after is not None
+            return CashMovement(
+                transfer.id, investor_id, money.amount, money.currency, after.available, after.balance
+            )
+
+        return self.store.atomic(work)
 
     def pay_out_lender(self, lender_id: str, money: Money, key: str) -> Transfer:
         """The platform pays a lender what its settlement account holds (or more: the lender then owes it)."""
         settlement = chart.lender_settlement(lender_id, money.currency)
-        transfer = Transfer(
-            f"payout:{lender_id}:{key}",
-            settlement.id,
-            chart.world(money.currency).id,
-            money.amount,
-            money.currency,
-            Code.PAYOUT,
+        world = chart.world(money.currency)
+        return self._single(
+            Transfer(
+                f"payout:{lender_id}:{key}",
+                settlement.id,
+                world.id,
+                money.amount,
+                money.currency,
+                Code.PAYOUT,
+            ),
+            [settlement, world],
         )
-        return self._single(settlement, transfer)
 
     def receive_from_lender(self, lender_id: str, money: Money, key: str) -> Transfer:
         """A lender pays the platform (repayments it collected, or a negative settlement balance)."""
         settlement = chart.lender_settlement(lender_id, money.currency)
-        transfer = Transfer(
-            f"lpay:{lender_id}:{key}",
-            chart.world(money.currency).id,
-            settlement.id,
-            money.amount,
-            money.currency,
-            Code.LENDER_PAYMENT,
+        world = chart.world(money.currency)
+        return self._single(
+            Transfer(
+                f"lpay:{lender_id}:{key}",
+                world.id,
+                settlement.id,
+                money.amount,
+                money.currency,
+                Code.LENDER_PAYMENT,
+            ),
+            [settlement, world],
         )
-        return self._single(settlement, transfer)
 
-    # -- matches ----------------------------------------------------------------------------------------------
+    def _single(self, transfer: Transfer, accounts: list[Account]) -> Transfer:
+        def work(tx: LedgerTransaction) -> None:
+            error = tx.apply([transfer], accounts).first_error
+            if error is not None:
+                raise error
 
-    def on_offer_matched(self, event: OfferMatched) -> BidsOutcome:
-        """Reserve each bid's cash (pending transfer to the lender's settlement) and the holding it buys; a bid
-        whose investor lacks the cash is refused alone."""
-        currency = event.currency
-        accounts = [
-            chart.lender_settlement(event.lender_id, currency),
-            chart.loan_principal(event.lender_id, event.loan_id, currency),
-        ]
-        transfers: list[Transfer] = []
-        for bid in event.bids:
-            cash = chart.investor_cash(bid.investor_id, currency)
-            hold = chart.holding(bid.bid_id, bid.investor_id, bid.portfolio_id, event.loan_id, currency)
-            accounts += [cash, hold]
-            transfers += [
-                Transfer(
-                    f"bid:{bid.bid_id}:cash",
-                    cash.id,
-                    accounts[0].id,
-                    bid.amount,
-                    currency,
-                    Code.FUNDING,
-                    event.loan_id,
-                    Phase.PENDING,
-                    timeout_us=self.reservation_timeout_us,
-                    linked=True,
-                ),
-                Transfer(
-                    f"bid:{bid.bid_id}:holding",
-                    accounts[1].id,
-                    hold.id,
-                    bid.amount,
-                    currency,
-                    Code.HOLDING,
-                    event.loan_id,
-                    Phase.PENDING,
-                    timeout_us=self.reservation_timeout_us,
-                ),
-            ]
+        self.store.atomic(work)
+        return self.store.transfers([transfer.id])[transfer.id]
 
-        def record(conn: Connection, plan: BatchPlan) -> None:
-            sql = _Sql(conn)
-            now = to_micros(self.clock.now())
-            rows = []
-            for index, bid in enumerate(event.bids):
-                ok = plan.results[2 * index].ok and plan.results[2 * index + 1].ok
-                rows.append(
-                    (
-                        bid.bid_id,
-                        f"hold:{bid.bid_id}",
-                        bid.investor_id,
-                        bid.portfolio_id,
-                        event.lender_id,
-                        event.loan_id,
-                        currency,
-                        bid.amount,
-                        str(bid.investor_rate),
-                        str(bid.lender_rate),
-                        HoldingStatus.RESERVED if ok else HoldingStatus.REFUSED,
-                        now,
-                    )
-                )
-            if rows:
-                p = sql.p
-                conn.exec_driver_sql(
-                    f"INSERT INTO ledger_holdings ({_HOLDING_COLUMNS}, updated_at) VALUES "
-                    f"({', '.join([p] * 12)}) ON CONFLICT (bid_id) DO NOTHING",
-                    rows,
-                )
+    # -- reservations for the market --------------------------------------------------------------------------
 
-        plan = self._transaction(accounts, lambda _conn: transfers, record)
-        return self._bids_outcome([b.bid_id for b in event.bids], plan)
+    def reserve(self, matches: Sequence[OfferMatched], *, request_id: str = "") -> BidsReserved:
+        """Reserve each bid's cash and the holding it buys (pending transfers), in one transaction.
 
-    @staticmethod
-    def _bids_outcome(bid_ids: Sequence[str], plan: BatchPlan) -> BidsOutcome:
-        done: list[str] = []
-        refused: dict[str, LedgerError] = {}
-        for index, bid_id in enumerate(bid_ids):
-            error = _first_error(plan.results[2 * index : 2 * index + 2])
-            if error is None:
-                done.append(bid_id)
-            else:
-                refused[bid_id] = error
-        return BidsOutcome(tuple(done), refused)
+        A bid of a partial-funding match is reserved alone; the bids of an all-or-nothing match all or none. A
+        bid reserved before answers reserved and changes nothing; a refused bid leaves nothing behind (no
+        transfer, no account, no holding). See :mod:`tranche.ledger.messages` for the codes of refusals.
+        """
+        bid_ids = [b.bid_id for m in matches for b in m.bids]
 
-    def _holdings(self, conn: Connection, bid_ids: Iterable[str]) -> dict[str, _HoldingRow]:
-        sql = _Sql(conn)
-        wanted = list(bid_ids)
-        if not wanted:
-            return {}
-        rows = conn.exec_driver_sql(
-            f"SELECT {_HOLDING_COLUMNS} FROM ledger_holdings WHERE {sql.any_of('bid_id')}",
-            (sql.list_param(wanted),),
-        ).all()
-        return {row[0]: _holding_from_row(row) for row in rows}
-
-    def _set_status(self, conn: Connection, bid_ids: Iterable[str], status: str) -> None:
-        p = _Sql(conn).p
-        now = to_micros(self.clock.now())
-        params = [(status, now, bid_id) for bid_id in bid_ids]
-        if params:
-            conn.exec_driver_sql(
-                f"UPDATE ledger_holdings SET status = {p}, updated_at = {p} WHERE bid_id = {p}", params
+        def work(tx: LedgerTransaction) -> BidsReserved:
+            known = tx.holdings(bid_ids)
+            transfers: list[Transfer] = []
+            accounts: dict[str, Account] = {}
+            chains: list[tuple[OfferMatched, list[str]]] = []  # the bids of each chain, in order
+            reserved: list[str] = []
+            refused: list[Refusal] = []
+            for match in matches:
+                fresh = [b for b in match.bids if b.bid_id not in known]
+                for bid in match.bids:
+                    row = known.get(bid.bid_id)
+                    if row is None:
+                        continue
+                    if row.status in (HoldingStatus.ROLLED_BACK, HoldingStatus.EXPIRED):
+                        refused.append(
+                            Refusal(
+                                bid.bid_id,
+                                bid.investor_id,
+                                "bid_closed",
+                                f"bid {bid.bid_id} was reserved before and has been {row.status.value.replace('_', ' ')}; "
+                                "a bid is reserved once",
+                            )
+                        )
+                    else:
+                        reserved.append(bid.bid_id)
+                if not fresh:
+                    continue
+                currency = match.currency
+                settlement = chart.lender_settlement(match.lender_id, currency)
+                principal = chart.loan_principal(match.lender_id, match.loan_id, currency)
+                accounts[settlement.id], accounts[principal.id] = settlement, principal
+                groups = [fresh] if match.all_or_nothing else [[b] for b in fresh]
+                for group in groups:
+                    chain: list[Transfer] = []
+                    for bid in group:
+                        cash = chart.investor_cash(bid.investor_id, currency)
+                        hold = chart.holding(
+                            bid.bid_id, bid.investor_id, bid.portfolio_id, match.loan_id, currency
+                        )
+                        accounts[cash.id], accounts[hold.id] = cash, hold
+                        chain += [
+                            Transfer(
+                                f"bid:{bid.bid_id}:cash",
+                                cash.id,
+                                settlement.id,
+                                bid.amount,
+                                currency,
+                                Code.FUNDING,
+                                match.loan_id,
+                                Phase.PENDING,
+                                timeout_us=self.reservation_timeout_us,
+                                linked=True,
+                            ),
+                            Transfer(
+                                f"bid:{bid.bid_id}:holding",
+                                principal.id,
+                                hold.id,
+                                bid.amount,
+                                currency,
+                                Code.HOLDING,
+                                match.loan_id,
+                                Phase.PENDING,
+                                timeout_us=self.reservation_timeout_us,
+                                linked=True,
+                            ),
+                        ]
+                    chain[-1] = replace(chain[-1], linked=False)
+                    transfers += chain
+                    chains.append((match, [b.bid_id for b in group]))
+            plan = tx.apply(transfers, accounts.values())
+            rows: list[HoldingRow] = []
+            position = 0
+            for match, chain_bids in chains:
+                results = plan.results[position : position + 2 * len(chain_bids)]
+                position += 2 * len(chain_bids)
+                bids = {b.bid_id: b for b in match.bids}
+                error = _first_error(results)
+                if error is None:
+                    for bid_id in chain_bids:
+                        bid = bids[bid_id]
+                        reserved.append(bid_id)
+                        rows.append(
+                            HoldingRow(
+                                bid_id,
+                                bid.investor_id,
+                                bid.portfolio_id,
+                                match.lender_id,
+                                match.loan_id,
+                                match.currency,
+                                bid.amount,
+                                bid.investor_rate,
+                                bid.lender_rate,
+                                HoldingStatus.RESERVED,
+                            )
+                        )
+                    continue
+                refused += _refusals(match, chain_bids, results)
+            tx.add_holdings(rows)
+            return BidsReserved(
+                request_id,
+                _ordered(bid_ids, reserved),
+                _ordered_refusals(bid_ids, refused),
+                _positions(tx, matches),
             )
 
-    def _resolve_bids(
-        self,
-        bid_ids: Sequence[str],
-        phase: Phase,
-        status: str,
-        also: Callable[[Connection], None] | None = None,
-    ) -> tuple[BidsOutcome, list[_HoldingRow]]:
-        found: dict[str, _HoldingRow] = {}
-        ordered: list[str] = []
+        return self.store.atomic(work)
 
-        def build(conn: Connection) -> list[Transfer]:
-            found.clear()
-            found.update(self._holdings(conn, bid_ids))
-            ordered[:] = [b for b in bid_ids if b in found]
+    # -- funding and roll-back --------------------------------------------------------------------------------
+
+    def fund(self, event: LoanFunded) -> BidsOutcome:
+        """Post the listed bids' reservations: cash goes to the lender's settlement, the investor holds the loan.
+        A bid the ledger never reserved is refused with :class:`ReservationNotFoundError`."""
+        outcome, newly = self._resolve(event.bid_ids, Phase.POST, HoldingStatus.ACTIVE, event)
+        for row in newly:
+            self.drift.record(row.portfolio_id, row.investor_id, row.loan_id)
+        return outcome
+
+    def roll_back(self, event: BidsRolledBack) -> BidsOutcome:
+        """Void the listed bids' reservations: the investors' cash is available again. A bid the ledger never
+        reserved has nothing to release and counts as done."""
+        outcome, _ = self._resolve(event.bid_ids, Phase.VOID, HoldingStatus.ROLLED_BACK, None)
+        return outcome
+
+    def _resolve(
+        self, bid_ids: Sequence[str], phase: Phase, status: HoldingStatus, funded: LoanFunded | None
+    ) -> tuple[BidsOutcome, list[HoldingRow]]:
+        def work(tx: LedgerTransaction) -> tuple[BidsOutcome, list[HoldingRow]]:
+            found = tx.holdings(bid_ids)
+            ordered = [b for b in bid_ids if b in found]
+            make = Transfer.post if phase is Phase.POST else Transfer.void
             transfers: list[Transfer] = []
             for bid_id in ordered:
                 h = found[bid_id]
-                make = Transfer.post if phase is Phase.POST else Transfer.void
                 transfers += [
                     make(
                         f"bid:{bid_id}:cash:{phase.value}",
@@ -375,217 +340,251 @@ class LedgerService:
                         ref=h.loan_id,
                     ),
                 ]
-            return transfers
+            plan = tx.apply(transfers)
+            done: list[str] = []
+            refused: dict[str, LedgerError] = {}
+            newly: list[HoldingRow] = []
+            for index, bid_id in enumerate(ordered):
+                results = plan.results[2 * index : 2 * index + 2]
+                error = _first_error(results)
+                if error is not None:
+                    refused[bid_id] = error
+                    continue
+                done.append(bid_id)
+                if results[0].outcome is Outcome.CREATED:
+                    newly.append(found[bid_id])
+            tx.update_holdings([h.bid_id for h in newly], status)
+            for bid_id in bid_ids:
+                if bid_id in found:
+                    continue
+                if funded is None:
+                    done.append(bid_id)  # never reserved: nothing to release
+                else:
+                    refused[bid_id] = ReservationNotFoundError(
+                        f"bid {bid_id} has no reservation in the ledger", record=bid_id, field="bid_id"
+                    )
+            if funded is not None and newly:
+                # The holders bought the loan as of this version: payments on it or on earlier tapes are not theirs.
+                row = tx.loan(funded.lender_id, funded.loan_id)
+                if row is None:
+                    tx.put_loan(
+                        LoanRow(
+                            funded.lender_id,
+                            funded.loan_id,
+                            funded.currency,
+                            "active",
+                            None,
+                            funded.loan_version,
+                        )
+                    )
+                elif row.settled_version < funded.loan_version:
+                    tx.put_loan(replace(row, settled_version=funded.loan_version))
+            self._announce_cash(tx, plan)
+            return BidsOutcome(tuple(done), refused), newly
 
-        def record(conn: Connection, plan: BatchPlan) -> None:
-            outcome = self._bids_outcome(ordered, plan)
-            self._set_status(conn, outcome.done, status)
-            if also is not None:
-                also(conn)
-
-        plan = self._transaction([], build, record)
-        outcome = self._bids_outcome(ordered, plan)
-        missing = {
-            b: ReservationNotFoundError(f"bid {b} has no reservation in the ledger", record=b, field="bid_id")
-            for b in bid_ids
-            if b not in found
-        }
-        return BidsOutcome(outcome.done, {**outcome.refused, **missing}), [found[b] for b in outcome.done]
-
-    def on_loan_funded(self, event: LoanFunded) -> BidsOutcome:
-        """Post the listed bids' reservations: cash goes to the lender's settlement, the investor holds the loan."""
-
-        def funded_as_of(conn: Connection) -> None:
-            # The holders bought the loan as of this version: payments on it or on earlier tapes are not theirs.
-            p = _Sql(conn).p
-            conn.exec_driver_sql(
-                "INSERT INTO ledger_loans (lender_id, loan_id, currency, status, outstanding_principal, "
-                f"settled_version, updated_at) VALUES ({p}, {p}, {p}, 'active', NULL, {p}, {p}) "
-                "ON CONFLICT (lender_id, loan_id) DO UPDATE SET settled_version = CASE WHEN "
-                "ledger_loans.settled_version < excluded.settled_version THEN excluded.settled_version "
-                "ELSE ledger_loans.settled_version END",
-                (
-                    event.lender_id,
-                    event.loan_id,
-                    event.currency,
-                    event.loan_version,
-                    to_micros(self.clock.now()),
-                ),
-            )
-
-        outcome, funded = self._resolve_bids(event.bid_ids, Phase.POST, HoldingStatus.ACTIVE, funded_as_of)
-        for h in funded:
-            self.drift.record(h.portfolio_id, h.investor_id, h.loan_id)
-        return outcome
-
-    def on_bids_rolled_back(self, event: BidsRolledBack) -> BidsOutcome:
-        """Void the listed bids' reservations: the investors' cash is available again."""
-        outcome, _ = self._resolve_bids(event.bid_ids, Phase.VOID, HoldingStatus.ROLLED_BACK)
-        return outcome
+        return self.store.atomic(work)
 
     # -- repayments and loan outcomes -------------------------------------------------------------------------
 
-    def settle_loan(self, loan: Loan, version: int) -> RepaymentOutcome:
+    def settle_loan(self, loan: LoanVersion) -> RepaymentOutcome:
         """Distribute the payments of one version of a loan's tape to its holders and apply its status.
 
-        Interest first, then principal, per payment, pro rata to the principal held (see
-        :mod:`tranche.ledger.distribution` for the rounding rule); a written-off loan's remaining holdings become
-        losses (code ``write_off``). A version is settled once: versions at or below the last settled one are
-        skipped, so versions must be settled in order.
+        See :mod:`tranche.ledger.repayment`. A version is settled once: versions at or below the last settled
+        one are skipped, so versions must be settled in order.
         """
-        currency = loan.currency
-        lender, loan_id = loan.lender_id, loan.loan_id
-        settlement = chart.lender_settlement(lender, currency)
-        principal_account = chart.loan_principal(lender, loan_id, currency)
-        revenue = chart.platform_revenue(currency)
-        touched: dict[str, _HoldingRow] = {}
-        state: dict[str, Any] = {"skipped": False, "count": 0}
+        lender, loan_id, currency = loan.lender_id, loan.loan_id, loan.currency
 
-        def build(conn: Connection) -> list[Transfer]:
-            touched.clear()
-            sql = _Sql(conn)
-            lock = "" if sql.sqlite else " FOR UPDATE"
-            row = conn.exec_driver_sql(
-                f"SELECT settled_version FROM ledger_loans WHERE lender_id = {sql.p} AND loan_id = {sql.p}{lock}",
-                (lender, loan_id),
-            ).first()
-            if row is not None and int(row[0]) >= version:
-                state["skipped"] = True
-                return []
-            rows = conn.exec_driver_sql(
-                f"SELECT {_HOLDING_COLUMNS} FROM ledger_holdings WHERE lender_id = {sql.p} AND loan_id = {sql.p} "
-                f"AND status IN ('{HoldingStatus.ACTIVE}', '{HoldingStatus.DEFAULTED}') ORDER BY bid_id",
-                (lender, loan_id),
-            ).all()
-            holdings = [_holding_from_row(r) for r in rows]
+        def work(tx: LedgerTransaction) -> tuple[RepaymentOutcome, list[HoldingRow]]:
+            skipped = RepaymentOutcome(loan_id, loan.version, 0, loan.status, skipped=True)
+            row = tx.loan(lender, loan_id)
+            if row is not None and row.settled_version >= loan.version:
+                return skipped, []
+            holdings = tx.holdings_of_loan(lender, loan_id, RECEIVING)
             if not holdings:
-                state["skipped"] = True
-                return []
-            balances = load_accounts(conn, [h.account_id for h in holdings], lock=True)
+                return skipped, []
+            balances = tx.accounts([h.account_id for h in holdings])
             held = {h.bid_id: balances[h.account_id].balance for h in holdings}
-            by_bid = {h.bid_id: h for h in holdings}
-            base = f"rp:{lender}:{loan_id}:{version}"
-            transfers: list[Transfer] = []
-            remaining = sum(p.principal for p in loan.payments)
-            for k, payment in enumerate(loan.payments):
-                outstanding_before = loan.outstanding_principal + remaining
-                remaining -= payment.principal
-                split = split_payment(
-                    payment.principal,
-                    payment.interest,
-                    [Holder(b, held[b], by_bid[b].investor_rate, by_bid[b].lender_rate) for b in held],
-                    outstanding_before,
-                )
-                for bid_id, amount in split.interest.items():
-                    if amount:
-                        cash = chart.investor_cash(by_bid[bid_id].investor_id, currency).id
-                        transfers.append(
-                            Transfer(
-                                f"{base}:{k}:int:{bid_id}",
-                                settlement.id,
-                                cash,
-                                amount,
-                                currency,
-                                Code.INTEREST,
-                                loan_id,
-                            )
-                        )
-                if split.margin:
-                    transfers.append(
-                        Transfer(
-                            f"{base}:{k}:margin",
-                            settlement.id,
-                            revenue.id,
-                            split.margin,
-                            currency,
-                            Code.MARGIN,
-                            loan_id,
-                        )
-                    )
-                for bid_id, amount in split.principal.items():
-                    if amount:
-                        h = by_bid[bid_id]
-                        cash = chart.investor_cash(h.investor_id, currency).id
-                        transfers.append(
-                            Transfer(
-                                f"{base}:{k}:pri:{bid_id}",
-                                settlement.id,
-                                cash,
-                                amount,
-                                currency,
-                                Code.PRINCIPAL,
-                                loan_id,
-                            )
-                        )
-                        transfers.append(
-                            Transfer(
-                                f"{base}:{k}:hold:{bid_id}",
-                                h.account_id,
-                                principal_account.id,
-                                amount,
-                                currency,
-                                Code.PRINCIPAL_HOLDING,
-                                loan_id,
-                            )
-                        )
-                        held[bid_id] -= amount
-                        touched[bid_id] = h
-            if loan.status is LoanStatus.WRITTEN_OFF:
-                for bid_id, amount in held.items():
-                    if amount > 0:
-                        h = by_bid[bid_id]
-                        transfers.append(
-                            Transfer(
-                                f"wo:{lender}:{loan_id}:{bid_id}",
-                                h.account_id,
-                                principal_account.id,
-                                amount,
-                                currency,
-                                Code.WRITE_OFF,
-                                loan_id,
-                            )
-                        )
-                        held[bid_id] = 0
-            if loan.status in (LoanStatus.WRITTEN_OFF, LoanStatus.DEFAULTED, LoanStatus.REPAID):
-                touched.update(by_bid)
-            state["count"] = len(transfers)
-            state["holdings"] = holdings
-            return _chain(transfers)
-
-        def record(conn: Connection, plan: BatchPlan) -> None:
-            if state["skipped"]:
-                return
-            error = _first_error(plan.results)
+            repayment = repayment_transfers(loan, holdings, held)
+            proposed = [
+                chart.lender_settlement(lender, currency),
+                chart.loan_principal(lender, loan_id, currency),
+                chart.platform_revenue(currency),
+            ]
+            plan = tx.apply(repayment.transfers, proposed)
+            error = plan.first_error
             if error is not None:
                 raise error
-            sql = _Sql(conn)
-            p = sql.p
-            now = to_micros(self.clock.now())
-            status = {
-                LoanStatus.REPAID: HoldingStatus.REPAID,
-                LoanStatus.DEFAULTED: HoldingStatus.DEFAULTED,
-                LoanStatus.WRITTEN_OFF: HoldingStatus.WRITTEN_OFF,
-            }.get(loan.status)
-            if status is not None:
-                self._set_status(conn, [h.bid_id for h in state["holdings"]], status)
-            conn.exec_driver_sql(
-                "INSERT INTO ledger_loans (lender_id, loan_id, currency, status, outstanding_principal, "
-                f"settled_version, updated_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}) "
-                "ON CONFLICT (lender_id, loan_id) DO UPDATE SET status = excluded.status, "
-                "outstanding_principal = excluded.outstanding_principal, "
-                "settled_version = excluded.settled_version, updated_at = excluded.updated_at",
-                (lender, loan_id, currency, loan.status.value, loan.outstanding_principal, version, now),
+            if repayment.status is not None:
+                tx.update_holdings([h.bid_id for h in holdings], repayment.status, repayment.written_off)
+            tx.put_loan(
+                LoanRow(lender, loan_id, currency, loan.status, loan.outstanding_principal, loan.version)
             )
+            self._announce_cash(tx, plan)
+            by_bid = {h.bid_id: h for h in holdings}
+            outcome = RepaymentOutcome(loan_id, loan.version, len(plan.created), loan.status)
+            return outcome, [by_bid[b] for b in repayment.touched]
 
-        plan = self._transaction([settlement, principal_account, revenue], build, record)
-        if not state["skipped"]:
-            for h in touched.values():
-                self.drift.record(h.portfolio_id, h.investor_id, h.loan_id)
-        del plan
-        return RepaymentOutcome(loan_id, version, state["count"], loan.status.value, state["skipped"])
+        outcome, touched = self.store.atomic(work)
+        for h in touched:
+            self.drift.record(h.portfolio_id, h.investor_id, h.loan_id)
+        return outcome
 
-    # -- notifications ----------------------------------------------------------------------------------------
+    # -- on a timer -------------------------------------------------------------------------------------------
 
-    def due_drift(self) -> list[PortfolioDrifted]:
-        """Portfolio changes whose aggregation window has passed; the caller publishes them to trading."""
-        return self.drift.due()
+    def expire_reservations(self, *, limit: int = 10_000) -> int:
+        """Void the reservations whose timeout has passed (ids ``<pending id>~expired``, code ``expired``); the
+        bids' holdings become ``expired``. Returns how many pending transfers were voided."""
+        due = self.store.expired_pendings(to_micros(self.clock.now()), limit)
+        if not due:
+            return 0
+
+        def work(tx: LedgerTransaction) -> int:
+            voids = [Transfer.void(f"{t.id}~expired", t.id, t.currency, code=Code.EXPIRED) for t in due]
+            plan = tx.apply(voids)
+            voided = [t for t, r in zip(due, plan.results, strict=True) if r.outcome is Outcome.CREATED]
+            bids = [
+                t.id[len("bid:") : -len(":cash")]
+                for t in voided
+                if t.id.startswith("bid:") and t.id.endswith(":cash")
+            ]
+            found = tx.holdings(bids)
+            tx.update_holdings(
+                [b for b in bids if found.get(b) and found[b].status is HoldingStatus.RESERVED],
+                HoldingStatus.EXPIRED,
+            )
+            self._announce_cash(tx, plan)
+            return len(voided)
+
+        return self.store.atomic(work)
+
+    def publish_due_drift(self) -> int:
+        """Publish the drift notifications whose window has passed (trading rebalances those portfolios)."""
+        due = self.drift.due()
+        if due:
+
+            def work(tx: LedgerTransaction) -> None:
+                for event in due:
+                    tx.publish(event)
+
+            self.store.atomic(work)
+        return len(due)
+
+    # -- events -----------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _announce_cash(tx: LedgerTransaction, plan: BatchPlan) -> None:
+        """Publish :class:`CashAvailable` for every investor's cash whose available amount the batch moved."""
+        for account_id in plan.changed:
+            before = plan.before[account_id]
+            if before.kind is not AccountKind.INVESTOR_CASH or before.owner_id is None:
+                continue
+            after = plan.after(account_id)
+            assert after is not None
+            if after.available != before.available:
+                tx.publish(CashAvailable(before.owner_id, before.currency, after.available))
+
+
+def _check_amount(money: Money, investor_id: str, what: str) -> None:
+    if money.amount < 1:
+        raise InvalidTransferError(f"a {what} is positive", record=investor_id, field="amount")
+    if money.amount > MAX_AMOUNT:
+        raise AmountOverflowError(
+            f"a {what} of {_money(money.amount, money.currency)} is more than the ledger keeps "
+            f"({_money(MAX_AMOUNT, money.currency)})",
+            record=investor_id,
+            field="amount",
+        )
+
+
+def _cash_error(error: LedgerError, investor_id: str, money: Money, key: str, what: str) -> LedgerError:
+    """The error of a deposit or withdrawal in the client's terms: the investor, the key, the field it sent."""
+    if isinstance(error, OverdraftError):
+        return InsufficientCashError(
+            f"investor {investor_id} has {_money(error.available, money.currency)} available; the {what} asks for "
+            f"{_money(money.amount, money.currency)}",
+            record=investor_id,
+            available=error.available,
+            needed=money.amount,
+        )
+    if isinstance(error, TransferExistsError):
+        field = error.field if error.field in ("amount", "currency") else "key"
+        return IdempotencyKeyReusedError(
+            f"idempotency key {key!r} was used for another {what} of investor {investor_id} (another {field})",
+            record=key,
+            field=field,
+        )
+    if isinstance(error, AmountOverflowError):
+        return AmountOverflowError(
+            f"a {what} of {_money(money.amount, money.currency)} would take a running total of the ledger past "
+            f"{_money(MAX_AMOUNT, money.currency)}, the most it keeps",
+            record=investor_id,
+            field="amount",
+        )
+    return error
+
+
+def _first_error(results: Iterable[TransferResult]) -> LedgerError | None:
+    for result in results:
+        if result.error is not None:
+            return result.error
+    return None
+
+
+def _refusals(match: OfferMatched, group: list[str], results: Sequence[TransferResult]) -> list[Refusal]:
+    """Why each bid of a refused chain was refused: the bid at fault with its own reason, the others (in an
+    all-or-nothing match) because of it."""
+    bids = {b.bid_id: b for b in match.bids}
+    culprit: str | None = None
+    reason = ""
+    code = ""
+    for index, result in enumerate(results):
+        error = result.error
+        if error is None or isinstance(error, LinkedTransferFailedError):
+            continue
+        culprit = group[index // 2]
+        bid = bids[culprit]
+        if isinstance(error, OverdraftError):
+            code = "insufficient_cash"
+            reason = (
+                f"investor {bid.investor_id} has {_money(error.available, match.currency)} available; bid "
+                f"{culprit} needs {_money(bid.amount, match.currency)}"
+            )
+        else:
+            code, reason = error.code, f"bid {culprit}: {error.message}"
+        break
+    refusals = []
+    for bid_id in group:
+        bid = bids[bid_id]
+        if bid_id == culprit:
+            refusals.append(Refusal(bid_id, bid.investor_id, code, reason))
+        else:
+            refusals.append(
+                Refusal(
+                    bid_id,
+                    bid.investor_id,
+                    "all_or_nothing",
+                    f"bid {bid_id} was not reserved: loan {match.loan_id} is sold all or nothing and bid {culprit} "
+                    f"was refused ({code})",
+                )
+            )
+    return refusals
+
+
+def _ordered(bid_ids: Sequence[str], chosen: Iterable[str]) -> tuple[str, ...]:
+    wanted = set(chosen)
+    return tuple(dict.fromkeys(b for b in bid_ids if b in wanted))
+
+
+def _ordered_refusals(bid_ids: Sequence[str], refusals: Iterable[Refusal]) -> tuple[Refusal, ...]:
+    by_bid = {r.bid_id: r for r in refusals}
+    return tuple(by_bid[b] for b in dict.fromkeys(bid_ids) if b in by_bid)
+
+
+def _positions(tx: LedgerTransaction, matches: Sequence[OfferMatched]) -> tuple[CashPosition, ...]:
+    named = dict.fromkeys((b.investor_id, m.currency) for m in matches for b in m.bids)
+    accounts = tx.accounts(chart.investor_cash(i, c).id for i, c in named)
+    positions = []
+    for investor_id, currency in named:
+        account = accounts.get(chart.investor_cash(investor_id, currency).id)
+        positions.append(CashPosition(investor_id, currency, 0 if account is None else account.available))
+    return tuple(positions)

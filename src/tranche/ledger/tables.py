@@ -127,7 +127,8 @@ ledger_batches = Table(
     Column("transfers", Integer(), nullable=False),
 )
 
-# One row per bid the ledger reserved cash for: who holds what of which loan, at which rates.
+# One row per bid the ledger reserved cash for: who holds what of which loan, at which rates. A refused bid has
+# no row.
 ledger_holdings = Table(
     "ledger_holdings",
     metadata,
@@ -143,9 +144,11 @@ ledger_holdings = Table(
     Column("lender_rate", String(40), nullable=False),
     Column("status", String(16), nullable=False),
     Column("updated_at", BigInteger(), nullable=False),
+    Column("written_off", BigInteger(), nullable=False, server_default="0"),  # principal lost to a write-off
 )
 Index("ix_ledger_holdings_loan", ledger_holdings.c.lender_id, ledger_holdings.c.loan_id)
 Index("ix_ledger_holdings_investor_id", ledger_holdings.c.investor_id)
+Index("ix_ledger_holdings_portfolio_id", ledger_holdings.c.portfolio_id)
 
 # The ledger's view of each loan it settled: status and the last tape version whose payments it distributed.
 ledger_loans = Table(

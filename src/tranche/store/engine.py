@@ -31,10 +31,19 @@ def reading(engine: Engine) -> Connection:
     return engine.connect().execution_options(readonly=True)
 
 
+def durably(engine: Engine) -> Connection:
+    """A connection whose transactions are on disk once they commit. On SQLite they run with
+    ``synchronous=FULL`` (the write-ahead log is synced at every commit; the store's usual ``NORMAL`` syncs it
+    only at checkpoints, so a power cut may take back the last commits). PostgreSQL syncs at commit unless its
+    server is set otherwise (``synchronous_commit``)."""
+    return engine.connect().execution_options(durable=True)
+
+
 _BUSY_SECONDS = 60
 SQLITE_CACHE_KIB = 2000
 """Page cache of each SQLite connection: a few MB, so that memory stays flat however many connections."""
 _WRITING = "tranche.writing"
+_DURABLE = "tranche.durable"
 
 
 @contextmanager
@@ -105,8 +114,13 @@ def create_store_engine(url: str, **kwargs: Any) -> Engine:
             if not writer.acquire(timeout=_BUSY_SECONDS):
                 raise TimeoutError(f"no write transaction on {parsed.database} within {_BUSY_SECONDS} s")
             try:
+                if conn.get_execution_options().get("durable"):
+                    # Set outside the transaction, where SQLite is sure to take it; reset when it ends.
+                    conn.exec_driver_sql("PRAGMA synchronous=FULL")
+                    conn.info[_DURABLE] = True
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             except BaseException:
+                _restore(conn)
                 writer.release()
                 raise
             conn.info[_WRITING] = True
@@ -129,7 +143,14 @@ def create_store_engine(url: str, **kwargs: Any) -> Engine:
                 if driver is not None and driver.in_transaction:
                     driver.execute(statement)
             finally:
+                _restore(conn)
                 writer.release()
+
+        def _restore(conn: Connection) -> None:
+            if conn.info.pop(_DURABLE, False):
+                driver = conn.connection.driver_connection
+                if driver is not None:
+                    driver.execute("PRAGMA synchronous=NORMAL")
 
         return engine
     if parsed.get_backend_name() == "postgresql":

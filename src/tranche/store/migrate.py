@@ -42,7 +42,7 @@ HEADS = frozenset(
         "bus_0001",
         "crm_0002",
         "intake_0003",
-        "ledger_0001",
+        "ledger_0002",
         "matching_0002",
         "pipeline_0002",
         "store_0001",
