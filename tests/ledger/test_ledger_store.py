@@ -4,11 +4,15 @@ the databases do: check the balances themselves, and sync every commit."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import count
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
@@ -294,3 +298,99 @@ def test_every_ledger_transaction_is_synced_to_disk_when_it_commits(engine: Engi
     assert seen == (["2"] if engine.dialect.name == "sqlite" else ["on"])  # 2 is FULL
     if engine.dialect.name == "sqlite":
         assert outside == "1"  # NORMAL again for everything else
+
+
+def test_the_database_refuses_a_transfer_naming_an_account_that_does_not_exist(engine: Engine) -> None:
+    make_store(engine)
+    with pytest.raises(DBAPIError), engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount, currency, code, ref, "
+            "phase, pending_id, timeout_us, created_at, expires_at) "
+            "VALUES ('x', 'world:EUR', 'nobody', 1, 'EUR', '', '', 'single', NULL, 0, 0, 0)"
+        )
+
+
+def test_the_database_refuses_to_delete_an_account_with_transfers(engine: Engine) -> None:
+    store = make_store(engine)
+    with pytest.raises(DBAPIError), engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM ledger_accounts WHERE id = 'bob'")
+    assert store.accounts(["bob"])["bob"].balance == 1
+
+
+accounts_strategy = st.sampled_from(["world:EUR", "alice", "bob", "lender", "nobody"])
+batches_strategy = st.lists(
+    st.lists(
+        st.one_of(
+            st.builds(
+                lambda n, d, c, amount, linked, pending: Transfer(
+                    f"t{n}",
+                    d,
+                    c,
+                    amount,
+                    "EUR",
+                    phase=Phase.PENDING if pending else Phase.SINGLE,
+                    linked=linked,
+                ),
+                st.integers(0, 15),
+                accounts_strategy,
+                accounts_strategy,
+                st.integers(0, 400),
+                st.booleans(),
+                st.booleans(),
+            ),
+            st.builds(
+                lambda n, p, post, linked: (Transfer.post if post else Transfer.void)(
+                    f"r{n}", f"t{p}", "EUR", linked=linked
+                ),
+                st.integers(0, 15),
+                st.integers(0, 15),
+                st.booleans(),
+                st.booleans(),
+            ),
+        ),
+        max_size=12,
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+def test_the_sql_store_applies_any_batches_as_the_in_memory_one_does(engine: Engine) -> None:
+    """The in-memory store is the oracle of the SQL one (on PostgreSQL its binary COPY and array statements)."""
+    examples = count()
+
+    @settings(
+        max_examples=30 if engine.dialect.name == "sqlite" else 15,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+        database=None,
+    )
+    @given(batches_strategy)
+    def agree(batches: list[list[Transfer]]) -> None:
+        prefix = f"e{next(examples)}-"
+        clock = ManualClock(START)
+        sql, memory = SqlLedgerStore(engine, clock), InMemoryLedgerStore(clock)
+        accounts = tuple(replace(a, id=prefix + a.id) for a in ACCOUNTS)
+        for batch in [[Transfer("seed", prefix + "world:EUR", prefix + "alice", 500, "EUR")], *batches]:
+            batch = [
+                replace(
+                    t,
+                    id=prefix + t.id,
+                    debit_account_id=t.debit_account_id and prefix + t.debit_account_id,
+                    credit_account_id=t.credit_account_id and prefix + t.credit_account_id,
+                    pending_id=t.pending_id and prefix + t.pending_id,
+                )
+                for t in batch
+            ]
+            results = [
+                store.atomic(lambda tx, batch=batch: tx.apply(batch, accounts).results)
+                for store in (sql, memory)
+            ]
+            assert [(r.id, r.outcome, type(r.error)) for r in results[0]] == [
+                (r.id, r.outcome, type(r.error)) for r in results[1]
+            ]
+            clock.advance(timedelta(seconds=1))
+        ids = [a.id for a in accounts]
+        assert sql.accounts(ids) == memory.accounts(ids)
+
+    agree()

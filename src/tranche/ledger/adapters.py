@@ -176,78 +176,127 @@ class _Sql:
         return {row[0]: row[1] for row in rows}
 
 
+_ACCOUNT_INSERT = (
+    "id, currency, kind, debits_must_not_exceed_credits, credits_must_not_exceed_debits, owner_id, loan_id, "
+    "portfolio_id, debits_pending, debits_posted, credits_pending, credits_posted, created_at"
+)
+# Binary COPY sends each column in its type's own binary form: these are the types of _TRANSFER_COLUMNS.
+_TRANSFER_TYPES = [
+    "text",
+    "text",
+    "text",
+    "int8",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "int8",
+    "int8",
+    "int8",
+]
+
+
 def _write_plan(sql: _Sql, plan: BatchPlan) -> None:
-    """Store what :func:`plan_batch` decided, in the caller's transaction."""
+    """Store what :func:`plan_batch` decided, in the caller's transaction: the accounts it opened (with the totals
+    it gave them: an INSERT that loses a race with another writer's is an integrity error, and the store runs the
+    transaction again), its transfers, the reservations it opened and closed, the new totals of the other
+    accounts, and the batch's row (which the database's balance check runs on).
+
+    On PostgreSQL each of these is one statement (transfers by binary COPY, the rest over arrays), so that the
+    statement triggers that keep the currency totals and check the accounts run once per batch."""
     p, now_us = sql.p, plan.now_us
-    new = {a.id: a for a in plan.opened}
-    if new:
-        # Created with the totals the batch gave them: an INSERT that loses a race with another writer's is an
-        # integrity error, and the store runs the transaction again (the account then exists).
-        sql.run(
-            "INSERT INTO ledger_accounts (id, currency, kind, debits_must_not_exceed_credits, "
-            "credits_must_not_exceed_debits, owner_id, loan_id, portfolio_id, debits_pending, debits_posted, "
-            f"credits_pending, credits_posted, created_at) VALUES ({', '.join([p] * 13)})",
-            [
-                (
-                    a.id,
-                    a.currency,
-                    a.kind.value,
-                    a.debits_must_not_exceed_credits,
-                    a.credits_must_not_exceed_debits,
-                    a.owner_id,
-                    a.loan_id,
-                    a.portfolio_id,
-                    *plan.changed[a.id],
-                    now_us,
-                )
-                for a in new.values()
-            ],
+    opened = {a.id: a for a in plan.opened}
+    accounts = [
+        (
+            a.id,
+            a.currency,
+            a.kind.value,
+            a.debits_must_not_exceed_credits,
+            a.credits_must_not_exceed_debits,
+            a.owner_id,
+            a.loan_id,
+            a.portfolio_id,
+            *plan.changed[a.id],
+            now_us,
         )
-    if plan.created:
-        sql.run(
-            f"INSERT INTO ledger_transfers ({_TRANSFER_COLUMNS}) VALUES ({', '.join([p] * 12)})",
-            [
-                (
-                    t.id,
-                    t.debit_account_id,
-                    t.credit_account_id,
-                    t.amount,
-                    t.currency,
-                    t.code,
-                    t.ref,
-                    t.phase.value,
-                    t.pending_id,
-                    t.timeout_us,
-                    now_us,
-                    expires_at(t, now_us),
-                )
-                for t in plan.created
-            ],
+        for a in opened.values()
+    ]
+    transfers = [
+        (
+            t.id,
+            t.debit_account_id,
+            t.credit_account_id,
+            t.amount,
+            t.currency,
+            t.code,
+            t.ref,
+            t.phase.value,
+            t.pending_id,
+            t.timeout_us,
+            now_us,
+            expires_at(t, now_us),
         )
-        opened = [(t.id, expires_at(t, now_us)) for t in plan.created if t.phase is Phase.PENDING]
-        closed = [(t.pending_id,) for t in plan.created if t.pending_id is not None]
-        if opened:
-            sql.run(f"INSERT INTO ledger_open_pendings (transfer_id, expires_at) VALUES ({p}, {p})", opened)
-        if closed:
-            sql.run(f"DELETE FROM ledger_open_pendings WHERE transfer_id = {p}", closed)
-    changed = {a: totals for a, totals in plan.changed.items() if a not in new}
-    if changed:
-        if sql.sqlite:
+        for t in plan.created
+    ]
+    pending = [(t.id, expires_at(t, now_us)) for t in plan.created if t.phase is Phase.PENDING]
+    resolved = [t.pending_id for t in plan.created if t.pending_id is not None]
+    changed = [(a, *totals) for a, totals in plan.changed.items() if a not in opened]
+    if sql.sqlite:
+        if accounts:
+            sql.run(
+                f"INSERT INTO ledger_accounts ({_ACCOUNT_INSERT}) VALUES ({', '.join([p] * 13)})", accounts
+            )
+        if transfers:
+            sql.run(
+                f"INSERT INTO ledger_transfers ({_TRANSFER_COLUMNS}) VALUES ({', '.join([p] * 12)})",
+                transfers,
+            )
+        if pending:
+            sql.run("INSERT INTO ledger_open_pendings (transfer_id, expires_at) VALUES (?, ?)", pending)
+        if resolved:
+            sql.run("DELETE FROM ledger_open_pendings WHERE transfer_id = ?", [(r,) for r in resolved])
+        if changed:
             sql.run(
                 "UPDATE ledger_accounts SET debits_pending = ?, debits_posted = ?, credits_pending = ?, "
                 "credits_posted = ? WHERE id = ?",
-                [(*totals, account_id) for account_id, totals in changed.items()],
+                [(*row[1:], row[0]) for row in changed],
             )
-        else:
-            # One statement, so that the statement-level totals trigger runs once per batch.
-            ids = list(changed)
-            columns = list(zip(*changed.values(), strict=True))
+    else:
+        if accounts:
+            sql.run(
+                f"INSERT INTO ledger_accounts ({_ACCOUNT_INSERT}) SELECT * FROM unnest(%s::text[], %s::text[], "
+                "%s::text[], %s::boolean[], %s::boolean[], %s::text[], %s::text[], %s::text[], %s::bigint[], "
+                "%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])",
+                tuple(list(column) for column in zip(*accounts, strict=True)),
+            )
+        if transfers:
+            driver: Any = sql.conn.connection.driver_connection
+            with (
+                driver.cursor() as cursor,
+                cursor.copy(
+                    f"COPY ledger_transfers ({_TRANSFER_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+                ) as copy,
+            ):
+                copy.set_types(_TRANSFER_TYPES)
+                for row in transfers:
+                    copy.write_row(row)
+        if pending:
+            ids, expiries = zip(*pending, strict=True)
+            sql.run(
+                "INSERT INTO ledger_open_pendings (transfer_id, expires_at) "
+                "SELECT * FROM unnest(%s::text[], %s::bigint[])",
+                (list(ids), list(expiries)),
+            )
+        if resolved:
+            sql.run("DELETE FROM ledger_open_pendings WHERE transfer_id = ANY(%s)", (resolved,))
+        if changed:
             sql.run(
                 "UPDATE ledger_accounts AS a SET debits_pending = v.dp, debits_posted = v.dd, "
-                "credits_pending = v.cp, credits_posted = v.cd FROM (SELECT unnest(%s::text[]) AS id, "
-                "unnest(%s::bigint[]) AS dp, unnest(%s::bigint[]) AS dd, unnest(%s::bigint[]) AS cp, "
-                "unnest(%s::bigint[]) AS cd) AS v WHERE a.id = v.id",
-                (ids, list(columns[0]), list(columns[1]), list(columns[2]), list(columns[3])),
+                "credits_pending = v.cp, credits_posted = v.cd FROM (SELECT * FROM unnest(%s::text[], "
+                "%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[]) AS u(id, dp, dd, cp, cd)) AS v "
+                "WHERE a.id = v.id",
+                tuple(list(column) for column in zip(*changed, strict=True)),
             )
     if plan.created or plan.changed:
         sql.run(
@@ -404,15 +453,16 @@ class SqlLedgerStore(LedgerStore):
         self.clock = clock
         self.attempts = attempts
 
-    def _connect(self) -> Connection:
-        return durably(self.engine)
+    durable = True
+    """Sync every commit to disk (see the module's docstring); a subclass that does not exists only to measure
+    what it costs (``bench/ledger.py``)."""
 
     @contextmanager
     def _transaction(self, cache_kib: int = 0) -> Iterator[_SqlTransaction]:
-        with self._connect() as conn, conn.begin():
+        with durably(self.engine) if self.durable else self.engine.connect() as conn, conn.begin():
             sql = _Sql(conn)
             if not sql.sqlite:
-                sql.run("SET LOCAL synchronous_commit = on")
+                sql.run(f"SET LOCAL synchronous_commit = {'on' if self.durable else 'off'}")
             with larger_cache(conn, cache_kib):
                 yield _SqlTransaction(sql, to_micros(self.clock.now()))
 

@@ -3,9 +3,11 @@
 Amounts are BIGINT minor units; instants are BIGINT microseconds since the epoch (UTC), which both backends
 compare and index alike. The database checks what it can on its own:
 
-* every transfer debits and credits two different accounts of the transfer's currency (composite foreign
-  keys to ``(id, currency)``), by a positive amount, and a pending transfer is resolved at most once (unique
-  ``pending_id``);
+* every transfer debits and credits two different accounts of the transfer's currency, by a positive amount,
+  and a pending transfer is resolved at most once (unique ``pending_id``). SQLite checks the accounts with
+  composite foreign keys to ``(id, currency)``; PostgreSQL with one statement trigger per insert that joins all
+  the new transfers with the accounts at once (a foreign key would query once per transfer), and refuses to
+  delete or rename an account;
 * an account flagged ``debits_must_not_exceed_credits`` never has ``debits_pending + debits_posted`` above
   ``credits_posted`` (and the mirror rule), as CHECK constraints;
 * per currency, the sum of all balances is zero: triggers on ``ledger_accounts`` (created by the migration)

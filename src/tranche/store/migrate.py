@@ -42,7 +42,7 @@ HEADS = frozenset(
         "bus_0001",
         "crm_0002",
         "intake_0003",
-        "ledger_0002",
+        "ledger_0003",
         "matching_0002",
         "pipeline_0002",
         "store_0001",
