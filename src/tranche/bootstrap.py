@@ -319,11 +319,20 @@ def bootstrap(
             await serve_statements(bus, codec, ledger_reports)
 
         subscribers.append(ledger_role)
-        # The timer is a singleton job: it runs in the process that owns it.
+        # The timer is a singleton job: it runs in the process that owns it, and its transactions are fenced.
         drift = ownership.claim("ledger-drift")
-        timers.append(
-            (LEDGER_TIMER_SECONDS, _while_owned(drift, functools.partial(ledger_on_timer, ledger=ledger)))
+
+        def drift_fence(conn: Connection) -> None:
+            if ownership.running:
+                drift.fence(conn)
+
+        timer_ledger = LedgerService(
+            SqlLedgerStore(engine, clock, guard=drift_fence),
+            clock,
+            drift_window=timedelta(seconds=settings.drift_window_seconds),
         )
+        timer = functools.partial(ledger_on_timer, ledger=timer_ledger)
+        timers.append((LEDGER_TIMER_SECONDS, _while_owned(drift, timer)))
     market: Market | None = None
     if "market" in settings.roles:
         # The matcher's books live in the one process that owns the job "market"; other market processes

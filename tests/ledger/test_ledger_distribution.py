@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from decimal import Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tranche.ledger.distribution import Holder, split_payment
-from tranche.ledger.drift import DriftAggregator
-from tranche.shared.clock import ManualClock
 
 TEN = Decimal("0.10")
 
@@ -57,32 +54,3 @@ def test_no_minor_unit_is_ever_lost_and_the_split_is_deterministic(
     assert sum(split.interest.values()) + split.margin + split.retained_interest == interest
     assert all(v >= 0 for v in [*split.principal.values(), *split.interest.values(), split.margin])
     assert split == split_payment(principal, interest, list(reversed(holders)), outstanding)
-
-
-def test_a_burst_of_fills_makes_one_notification_per_portfolio_after_the_window() -> None:
-    clock = ManualClock()
-    drift = DriftAggregator(clock, timedelta(seconds=30))
-    for i in range(1_000):
-        drift.record("p1", "inv1", f"loan{i % 7}")
-        drift.record("p2", "inv2", "loanX")
-        clock.advance(timedelta(milliseconds=10))
-    assert drift.due() == []  # 10 s into a 30 s window
-    clock.advance(timedelta(seconds=20))
-    released = drift.due()
-    assert [(d.portfolio_id, d.changes, len(d.loan_ids)) for d in released] == [
-        ("p1", 1000, 7),
-        ("p2", 1000, 1),
-    ]
-    assert drift.due() == [] and drift.pending() == 0
-
-
-def test_a_change_after_a_release_opens_a_new_window_and_flush_releases_everything() -> None:
-    clock = ManualClock()
-    drift = DriftAggregator(clock, timedelta(seconds=30))
-    drift.record("p1", "inv1", "l1")
-    clock.advance(timedelta(seconds=31))
-    assert len(drift.due()) == 1
-    drift.record("p1", "inv1", "l2")
-    assert drift.due() == []
-    [flushed] = drift.flush()
-    assert flushed.loan_ids == ("l2",) and flushed.changes == 1

@@ -118,7 +118,7 @@ class LedgerStoreContract:
             Transfer("p2", "alice", "lender", 100, "EUR", phase=Phase.PENDING),
             Transfer("p3", "alice", "lender", 100, "EUR", phase=Phase.PENDING, timeout_us=10_000_000),
         )
-        now = int((clock.now() - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
+        now = micros(clock)
         assert store.expired_pendings(now, 10) == []
         assert [t.id for t in store.expired_pendings(now + 30_000_000, 10)] == ["p3", "p1"]
         submit(store, Transfer.void("p3.void", "p3", "EUR"))
@@ -198,8 +198,40 @@ class LedgerStoreContract:
         assert self.published(store) == [event]
         assert store.transfers(["d"]) == {}
 
+    def test_a_burst_of_changes_makes_one_notification_per_portfolio_once_its_window_has_passed(
+        self, store: LedgerStore, clock: ManualClock
+    ) -> None:
+        opened = micros(clock)
+        for i in range(300):
+            store.atomic(
+                lambda tx, i=i: tx.record_drift([("p1", "inv1", f"loan{i % 7}"), ("p2", "inv2", "loanX")])
+            )
+            clock.advance(timedelta(milliseconds=10))
+        assert store.atomic(lambda tx: tx.take_drift(opened - 1, 100)) == []
+        released = store.atomic(lambda tx: tx.take_drift(opened, 100))
+        assert [(d.portfolio_id, d.investor_id, d.changes, len(d.loan_ids)) for d in released] == [
+            ("p1", "inv1", 300, 7),
+            ("p2", "inv2", 300, 1),
+        ]
+        assert released[0].first_at == START and released[0].last_at == START + timedelta(milliseconds=2990)
+        assert store.atomic(lambda tx: tx.take_drift(micros(clock), 100)) == []
+
+    def test_a_change_after_a_notification_opens_a_new_window(
+        self, store: LedgerStore, clock: ManualClock
+    ) -> None:
+        store.atomic(lambda tx: tx.record_drift([("p1", "inv1", "l1")]))
+        clock.advance(timedelta(seconds=31))
+        assert len(store.atomic(lambda tx: tx.take_drift(micros(clock), 10))) == 1
+        store.atomic(lambda tx: tx.record_drift([("p1", "inv1", "l2"), ("p1", "inv1", "l2")]))
+        [again] = store.atomic(lambda tx: tx.take_drift(micros(clock), 10))
+        assert (again.loan_ids, again.changes, again.first_at) == (("l2",), 2, clock.now())
+
     def published(self, store: LedgerStore) -> list[Any]:
         raise NotImplementedError
+
+
+def micros(clock: ManualClock) -> int:
+    return int((clock.now() - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
 
 
 @pytest.fixture

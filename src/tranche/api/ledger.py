@@ -56,6 +56,7 @@ LedgerDep = Annotated[LedgerService, Depends(ledger_of)]
 ReportsDep = Annotated[LedgerReports, Depends(reports_of)]
 CurrencyQuery = Annotated[Currency, Query()]
 
+
 class CashIn(BaseModel):
     """A deposit or a withdrawal."""
 
@@ -92,14 +93,18 @@ def _key(body: CashIn, header: str | None) -> str:
 
 
 def _money(body: CashIn, investor_id: str) -> Money:
-    # Checked before the amount becomes an integer: "1e999999999" would otherwise be a billion-digit number.
-    if body.amount.adjusted() + minor_exponent(body.currency) >= len(str(MAX_AMOUNT)):
+    # The exponent first: scaling "1e999999999" would overflow the decimal context before it could be compared.
+    amount = body.amount
+    if amount.adjusted() > len(str(MAX_AMOUNT)) or amount.scaleb(minor_exponent(body.currency)) > MAX_AMOUNT:
         raise AmountOverflowError(
             f"{body.amount} {body.currency} is more than the ledger keeps ({to_major(MAX_AMOUNT, body.currency)})",
             record=investor_id,
             field="amount",
         )
-    return Money.parse(body.amount, body.currency)
+    try:
+        return Money.parse(body.amount, body.currency)
+    except ValidationError as error:  # more decimals than the currency has
+        raise ValidationError(error.message, record=investor_id, field="amount") from None
 
 
 def _registered_investor(container: Container, investor_id: str) -> None:

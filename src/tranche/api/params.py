@@ -12,8 +12,9 @@ from typing import Annotated
 from fastapi import Path
 from pydantic import AfterValidator, Field
 
+from tranche.shared.errors import ValidationError
 from tranche.shared.ids import ID_MAX_LENGTH, ID_PATTERN
-from tranche.shared.money import is_currency
+from tranche.shared.money import currency_code
 
 
 def _id(what: str) -> object:
@@ -34,10 +35,10 @@ PartitionId = Annotated[str, _id("partition (for intake, the lender)")]
 
 
 def _currency(value: str) -> str:
-    code = value.upper()
-    if not is_currency(code):
-        raise ValueError(f"{value!r} is not the ISO 4217 code of a currency loans are made in")
-    return code
+    try:
+        return currency_code(value)
+    except ValidationError as error:  # pydantic reports a ValueError as a 422 naming the parameter
+        raise ValueError(error.message) from None
 
 
 Currency = Annotated[

@@ -29,8 +29,10 @@ from sqlalchemy.exc import IntegrityError
 from tranche.bus.outbox import add_to_outbox
 from tranche.ledger.domain import Account, AccountKind, Phase, Transfer, from_micros, to_micros
 from tranche.ledger.errors import LedgerError, UnbalancedLedgerError
+from tranche.ledger.messages import PortfolioDrifted
 from tranche.ledger.planning import BatchPlan, Snapshot, expires_at, needed_ids, plan_batch
 from tranche.ledger.store import (
+    Drift,
     HoldingRow,
     HoldingStatus,
     LedgerStore,
@@ -38,6 +40,7 @@ from tranche.ledger.store import (
     LoanRow,
     Posting,
     check_proposals,
+    folded,
 )
 from tranche.shared.clock import Clock
 from tranche.shared.messages import Event
@@ -428,6 +431,51 @@ class _SqlTransaction(LedgerTransaction):
             ),
         )
 
+    def record_drift(self, changes: Iterable[tuple[str, str, str]]) -> None:
+        sql, p = self.sql, self.sql.p
+        drifts = folded(changes, self.now_us)
+        if not drifts:
+            return
+        # Merged in the statement itself (never read, then written): two writers noting the same portfolio at
+        # once both count.
+        sql.run(
+            "INSERT INTO ledger_drift (portfolio_id, investor_id, changes, first_at, last_at) "
+            f"VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT (portfolio_id) DO UPDATE SET "
+            "changes = ledger_drift.changes + excluded.changes, last_at = excluded.last_at",
+            [
+                (portfolio, d.investor_id, d.changes, d.first_us, d.last_us)
+                for portfolio, d in sorted(drifts.items())
+            ],
+        )
+        sql.run(
+            f"INSERT INTO ledger_drift_loans (portfolio_id, loan_id) VALUES ({p}, {p}) ON CONFLICT DO NOTHING",
+            [(portfolio, loan) for portfolio, d in sorted(drifts.items()) for loan in sorted(d.loan_ids)],
+        )
+
+    def take_drift(self, opened_until_us: int, limit: int) -> list[PortfolioDrifted]:
+        sql, p = self.sql, self.sql.p
+        lock = "" if sql.sqlite else " FOR UPDATE SKIP LOCKED"
+        rows = sql.fetch(
+            "SELECT portfolio_id, investor_id, changes, first_at, last_at FROM ledger_drift "
+            f"WHERE first_at <= {p} ORDER BY portfolio_id LIMIT {p}{lock}",
+            (opened_until_us, limit),
+        )
+        if not rows:
+            return []
+        portfolios = [row[0] for row in rows]
+        loans: dict[str, set[str]] = {}
+        for portfolio, loan in sql.fetch(
+            f"SELECT portfolio_id, loan_id FROM ledger_drift_loans WHERE {sql.any_of('portfolio_id')}",
+            (sql.list_param(portfolios),),
+        ):
+            loans.setdefault(portfolio, set()).add(loan)
+        for table in ("ledger_drift_loans", "ledger_drift"):
+            sql.run(f"DELETE FROM {table} WHERE {sql.any_of('portfolio_id')}", (sql.list_param(portfolios),))
+        return [
+            Drift(investor, int(first), int(last), loans.get(portfolio, set()), int(changes)).event(portfolio)
+            for portfolio, investor, changes, first, last in rows
+        ]
+
     def publish(self, event: Event) -> None:
         add_to_outbox(self.sql.conn, event.topic, event, now=from_micros(self.now_us))
 
@@ -444,14 +492,23 @@ def _translate(error: IntegrityError) -> LedgerError | None:
 class SqlLedgerStore(LedgerStore):
     """The ledger's store in SQLite or PostgreSQL; see the module's docstring.
 
-    ``cache_kib`` bounds the page cache a large batch gets on SQLite (about half a KiB per transfer, what the
-    batch's index pages need).
+    ``guard`` runs at the start of every transaction (a singleton job's fence: an owner that lost its job
+    cannot write); an error it raises rolls the transaction back. A batch gets a page cache of about half a
+    KiB per transfer on SQLite (:meth:`atomic_batch`), what its index pages need.
     """
 
-    def __init__(self, engine: Engine, clock: Clock, *, attempts: int = 3) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        *,
+        attempts: int = 3,
+        guard: Callable[[Connection], object] | None = None,
+    ) -> None:
         self.engine = engine
         self.clock = clock
         self.attempts = attempts
+        self.guard = guard
 
     durable = True
     """Sync every commit to disk (see the module's docstring); a subclass that does not exists only to measure
@@ -463,6 +520,8 @@ class SqlLedgerStore(LedgerStore):
             sql = _Sql(conn)
             if not sql.sqlite:
                 sql.run(f"SET LOCAL synchronous_commit = {'on' if self.durable else 'off'}")
+            if self.guard is not None:
+                self.guard(conn)
             with larger_cache(conn, cache_kib):
                 yield _SqlTransaction(sql, to_micros(self.clock.now()))
 

@@ -31,8 +31,9 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from tranche.ledger.errors import LedgerError
+from tranche.shared.money import MAX_MINOR
 
-MAX_AMOUNT = 2**63 - 1
+MAX_AMOUNT = MAX_MINOR
 """The largest amount and the largest running total, in minor units: the store keeps them as 64-bit integers."""
 
 

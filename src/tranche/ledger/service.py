@@ -25,7 +25,6 @@ from tranche.ledger.domain import (
     TransferResult,
     to_micros,
 )
-from tranche.ledger.drift import DriftAggregator
 from tranche.ledger.errors import (
     AmountOverflowError,
     IdempotencyKeyReusedError,
@@ -94,7 +93,7 @@ class LedgerService:
     ) -> None:
         self.store = store
         self.clock = clock
-        self.drift = DriftAggregator(clock, drift_window)
+        self.drift_window_us = drift_window // timedelta(microseconds=1)
         self.reservation_timeout_us = (
             0 if reservation_timeout is None else reservation_timeout // timedelta(microseconds=1)
         )
@@ -302,9 +301,7 @@ class LedgerService:
     def fund(self, event: LoanFunded) -> BidsOutcome:
         """Post the listed bids' reservations: cash goes to the lender's settlement, the investor holds the loan.
         A bid the ledger never reserved is refused with :class:`ReservationNotFoundError`."""
-        outcome, newly = self._resolve(event.bid_ids, Phase.POST, HoldingStatus.ACTIVE, event)
-        for row in newly:
-            self.drift.record(row.portfolio_id, row.investor_id, row.loan_id)
+        outcome, _ = self._resolve(event.bid_ids, Phase.POST, HoldingStatus.ACTIVE, event)
         return outcome
 
     def roll_back(self, event: BidsRolledBack) -> BidsOutcome:
@@ -364,6 +361,7 @@ class LedgerService:
                         f"bid {bid_id} has no reservation in the ledger", record=bid_id, field="bid_id"
                     )
             if funded is not None and newly:
+                tx.record_drift((h.portfolio_id, h.investor_id, h.loan_id) for h in newly)
                 # The holders bought the loan as of this version: payments on it or on earlier tapes are not theirs.
                 row = tx.loan(funded.lender_id, funded.loan_id)
                 if row is None:
@@ -394,14 +392,14 @@ class LedgerService:
         """
         lender, loan_id, currency = loan.lender_id, loan.loan_id, loan.currency
 
-        def work(tx: LedgerTransaction) -> tuple[RepaymentOutcome, list[HoldingRow]]:
+        def work(tx: LedgerTransaction) -> RepaymentOutcome:
             skipped = RepaymentOutcome(loan_id, loan.version, 0, loan.status, skipped=True)
             row = tx.loan(lender, loan_id)
             if row is not None and row.settled_version >= loan.version:
-                return skipped, []
+                return skipped
             holdings = tx.holdings_of_loan(lender, loan_id, RECEIVING)
             if not holdings:
-                return skipped, []
+                return skipped
             balances = tx.accounts([h.account_id for h in holdings])
             held = {h.bid_id: balances[h.account_id].balance for h in holdings}
             repayment = repayment_transfers(loan, holdings, held)
@@ -421,13 +419,12 @@ class LedgerService:
             )
             self._announce_cash(tx, plan)
             by_bid = {h.bid_id: h for h in holdings}
-            outcome = RepaymentOutcome(loan_id, loan.version, len(plan.created), loan.status)
-            return outcome, [by_bid[b] for b in repayment.touched]
+            tx.record_drift(
+                (by_bid[b].portfolio_id, by_bid[b].investor_id, by_bid[b].loan_id) for b in repayment.touched
+            )
+            return RepaymentOutcome(loan_id, loan.version, len(plan.created), loan.status)
 
-        outcome, touched = self.store.atomic(work)
-        for h in touched:
-            self.drift.record(h.portfolio_id, h.investor_id, h.loan_id)
-        return outcome
+        return self.store.atomic(work)
 
     # -- on a timer -------------------------------------------------------------------------------------------
 
@@ -457,17 +454,18 @@ class LedgerService:
 
         return self.store.atomic(work)
 
-    def publish_due_drift(self) -> int:
-        """Publish the drift notifications whose window has passed (trading rebalances those portfolios)."""
-        due = self.drift.due()
-        if due:
+    def publish_due_drift(self, *, limit: int = 10_000) -> int:
+        """Publish the drift notifications whose window has passed (trading rebalances those portfolios):
+        one per portfolio, folding every settlement step since its first change. Returns how many."""
+        opened_until = to_micros(self.clock.now()) - self.drift_window_us
 
-            def work(tx: LedgerTransaction) -> None:
-                for event in due:
-                    tx.publish(event)
+        def work(tx: LedgerTransaction) -> int:
+            due = tx.take_drift(opened_until, limit)
+            for event in due:
+                tx.publish(event)
+            return len(due)
 
-            self.store.atomic(work)
-        return len(due)
+        return self.store.atomic(work)
 
     # -- events -----------------------------------------------------------------------------------------------
 

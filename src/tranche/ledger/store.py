@@ -21,8 +21,9 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import NamedTuple, TypeVar
 
-from tranche.ledger.domain import Account, Phase, Transfer, net_by_currency, to_micros
+from tranche.ledger.domain import Account, Phase, Transfer, from_micros, net_by_currency, to_micros
 from tranche.ledger.errors import AccountExistsError
+from tranche.ledger.messages import PortfolioDrifted
 from tranche.ledger.planning import BatchPlan, Snapshot, needed_ids, plan_batch
 from tranche.shared.clock import Clock
 from tranche.shared.messages import Event
@@ -87,6 +88,45 @@ class LoanRow:
     settled_version: int
 
 
+@dataclass(slots=True)
+class Drift:
+    """A portfolio's pending drift notification: the loans whose holdings moved, how many settlement steps,
+    and when the first and the last of them happened (microseconds)."""
+
+    investor_id: str
+    first_us: int
+    last_us: int
+    loan_ids: set[str]
+    changes: int
+
+    def fold(self, loan_ids: Iterable[str], changes: int, at_us: int) -> None:
+        self.loan_ids.update(loan_ids)
+        self.changes += changes
+        self.last_us = max(self.last_us, at_us)
+
+    def event(self, portfolio_id: str) -> PortfolioDrifted:
+        return PortfolioDrifted(
+            portfolio_id,
+            self.investor_id,
+            tuple(sorted(self.loan_ids)),
+            self.changes,
+            from_micros(self.first_us),
+            from_micros(self.last_us),
+        )
+
+
+def folded(changes: Iterable[tuple[str, str, str]], at_us: int) -> dict[str, Drift]:
+    """``changes`` folded per portfolio."""
+    drifts: dict[str, Drift] = {}
+    for portfolio_id, investor_id, loan_id in changes:
+        drift = drifts.get(portfolio_id)
+        if drift is None:
+            drifts[portfolio_id] = Drift(investor_id, at_us, at_us, {loan_id}, 1)
+        else:
+            drift.fold((loan_id,), 1, at_us)
+    return drifts
+
+
 class Posting(NamedTuple):
     """One posted movement on an account: ``amount`` signed (a credit positive), at ``created_us``."""
 
@@ -141,6 +181,16 @@ class LedgerTransaction(ABC):
     @abstractmethod
     def put_loan(self, row: LoanRow) -> None:
         """Create or replace the loan's row."""
+
+    @abstractmethod
+    def record_drift(self, changes: Iterable[tuple[str, str, str]]) -> None:
+        """Note that settlement changed these portfolios' holdings, as ``(portfolio_id, investor_id, loan_id)``:
+        each portfolio's changes fold into one pending notification, opened at its first change."""
+
+    @abstractmethod
+    def take_drift(self, opened_until_us: int, limit: int) -> list[PortfolioDrifted]:
+        """Remove and return the pending notifications opened at or before ``opened_until_us`` (by portfolio
+        id, at most ``limit``)."""
 
     @abstractmethod
     def publish(self, event: Event) -> None:
@@ -229,6 +279,7 @@ class _State:
     open_pendings: dict[str, int] = field(default_factory=dict)
     holdings: dict[str, HoldingRow] = field(default_factory=dict)
     loans: dict[tuple[str, str], LoanRow] = field(default_factory=dict)
+    drift: dict[str, Drift] = field(default_factory=dict)
     published: list[Event] = field(default_factory=list)
 
     def copy(self) -> _State:
@@ -241,6 +292,7 @@ class _State:
             dict(self.open_pendings),
             dict(self.holdings),
             dict(self.loans),
+            {p: replace(d, loan_ids=set(d.loan_ids)) for p, d in self.drift.items()},
             list(self.published),
         )
 
@@ -317,6 +369,18 @@ class _MemoryTransaction(LedgerTransaction):
 
     def put_loan(self, row: LoanRow) -> None:
         self.state.loans[(row.lender_id, row.loan_id)] = row
+
+    def record_drift(self, changes: Iterable[tuple[str, str, str]]) -> None:
+        for portfolio_id, new in folded(changes, self.now_us).items():
+            drift = self.state.drift.get(portfolio_id)
+            if drift is None:
+                self.state.drift[portfolio_id] = new
+            else:
+                drift.fold(new.loan_ids, new.changes, new.last_us)
+
+    def take_drift(self, opened_until_us: int, limit: int) -> list[PortfolioDrifted]:
+        due = sorted(p for p, d in self.state.drift.items() if d.first_us <= opened_until_us)[:limit]
+        return [self.state.drift.pop(p).event(p) for p in due]
 
     def publish(self, event: Event) -> None:
         self.state.published.append(event)

@@ -164,3 +164,23 @@ ledger_loans = Table(
     Column("settled_version", Integer(), nullable=False),
     Column("updated_at", BigInteger(), nullable=False),
 )
+
+# Portfolios whose holdings settlement changed, waiting for their notification (PortfolioDrifted) until the window
+# opened by their first change has passed; and the loans that moved.
+ledger_drift = Table(
+    "ledger_drift",
+    metadata,
+    Column("portfolio_id", String(200), primary_key=True),
+    Column("investor_id", String(200), nullable=False),
+    Column("changes", Integer(), nullable=False),
+    Column("first_at", BigInteger(), nullable=False),
+    Column("last_at", BigInteger(), nullable=False),
+)
+Index("ix_ledger_drift_first_at", ledger_drift.c.first_at)
+
+ledger_drift_loans = Table(
+    "ledger_drift_loans",
+    metadata,
+    Column("portfolio_id", String(200), primary_key=True),
+    Column("loan_id", String(200), primary_key=True),
+)
