@@ -9,7 +9,9 @@ For each backend, in the same run and on the same schema:
   validate in memory, write transfers, update balances, balancing check), every batch synced to disk at commit;
 * ``replay``: the same batches again (every transfer already there: ``exists``);
 * ``one per commit``: the ledger with batches of one transfer, as the API's deposits are, durable (SQLite
-  ``synchronous=FULL``) and, to show what durability costs, with the store's usual ``synchronous=NORMAL``.
+  ``synchronous=FULL``) and, to show what durability costs, with the store's usual ``synchronous=NORMAL``;
+  then durable again from 8 threads at once, as concurrent requests arrive: the store commits the flows that
+  arrive together as one group, with one sync.
 
 PostgreSQL runs with ``fsync``, ``full_page_writes`` and ``synchronous_commit`` on, as in production (the test
 server turns them off for speed).
@@ -29,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +194,11 @@ def run_backend(name: str, url: str, transfers: int, investors: int, singles: in
         single_rate = timed(lambda: submit(store, durable, 1), singles)
         relaxed = [Transfer(f"r{n}", world, cash[n % investors], 1, "EUR") for n in range(singles)]
         relaxed_rate = timed(lambda: submit(NotDurable(engine, SystemClock()), relaxed, 1), singles)
+        grouped = [Transfer(f"g{n}", world, cash[n % investors], 1, "EUR") for n in range(singles * 4)]
+        with ThreadPoolExecutor(8) as pool:
+            grouped_rate = timed(
+                lambda: list(pool.map(lambda t: submit(store, [t], 1), grouped)), len(grouped)
+            )
         floor_rate = floor(engine, work, BATCH)
         net = store.net_by_currency()
         assert net == {"EUR": (0, 0)}, net
@@ -206,6 +214,7 @@ def run_backend(name: str, url: str, transfers: int, investors: int, singles: in
         "replay_transfers_per_s": round(replay_rate),
         "one_per_commit_durable_per_s": round(single_rate),
         "one_per_commit_not_durable_per_s": round(relaxed_rate),
+        "one_per_commit_8_threads_durable_per_s": round(grouped_rate),
         "floor": "executemany" if name == "sqlite" else "binary COPY",
         "floor_rows_per_s": round(floor_rate),
         "ledger_vs_floor": round(ledger_rate / floor_rate, 2),
@@ -213,7 +222,8 @@ def run_backend(name: str, url: str, transfers: int, investors: int, singles: in
     print(
         f"{name:10} ledger {ledger_rate:>9,.0f}/s   floor ({figures['floor']}) {floor_rate:>9,.0f}/s   "
         f"({ledger_rate / floor_rate:.0%} of floor)   replay {replay_rate:>9,.0f}/s   "
-        f"one per commit {single_rate:>7,.0f}/s durable, {relaxed_rate:>7,.0f}/s not   "
+        f"one per commit {single_rate:>7,.0f}/s durable, {relaxed_rate:>7,.0f}/s not, "
+        f"{grouped_rate:>7,.0f}/s durable from 8 threads   "
         f"[{len(work):,} transfers in batches of {BATCH:,} over {investors + 1:,} accounts, {refused:,} refused]"
     )
     return figures

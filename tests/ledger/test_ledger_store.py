@@ -4,6 +4,8 @@ the databases do: check the balances themselves, and sync every commit."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import DBAPIError
 
 from tranche.ledger import (
@@ -426,3 +428,67 @@ def test_the_sql_store_applies_any_batches_as_the_in_memory_one_does(engine: Eng
         assert sql.accounts(ids) == memory.accounts(ids)
 
     agree()
+
+
+def test_flows_that_arrive_together_commit_together_and_one_that_fails_leaves_the_others_be(
+    engine: Engine,
+) -> None:
+    """Group commit: while one transaction commits, the flows that arrive wait and then share the next one
+    (one sync for all of them); each runs in a savepoint of its own."""
+    first = threading.Event()
+
+    def slow_first(_conn: Any) -> None:
+        if not first.is_set():
+            first.set()
+            time.sleep(0.3)  # the flows below arrive while this transaction runs
+
+    store = SqlLedgerStore(engine, ManualClock(START), guard=slow_first)
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda _conn: commits.append(1))
+    submit(store, Transfer("seed", "world:EUR", "alice", 100, "EUR"))
+    commits.clear()
+    first.clear()
+    results: dict[str, Any] = {}
+
+    def flow(name: str, transfer: Transfer) -> None:
+        try:
+            results[name] = submit(store, transfer)[0].outcome
+        except Exception as error:
+            results[name] = error
+
+    threads = [threading.Thread(target=flow, args=("lead", Transfer("lead", "world:EUR", "bob", 1, "EUR")))]
+    threads[0].start()
+    first.wait(5)
+    threads += [
+        threading.Thread(target=flow, args=(f"d{n}", Transfer(f"d{n}", "world:EUR", "bob", 10, "EUR")))
+        for n in range(8)
+    ]
+    threads.append(threading.Thread(target=flow, args=("over", Transfer("over", "alice", "bob", 101, "EUR"))))
+    threads.append(
+        threading.Thread(
+            target=flow, args=("boom", Transfer("boom", "world:EUR", "bob", 1, "XXX"))
+        )  # refused
+    )
+    for thread in threads[1:]:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert [results[f"d{n}"] for n in range(8)] == [Outcome.CREATED] * 8 and results[
+        "lead"
+    ] is Outcome.CREATED
+    assert results["over"] is Outcome.FAILED and results["boom"] is Outcome.FAILED
+    assert store.accounts(["bob"])["bob"].balance == 81
+    assert len(commits) <= 3  # the lead's, then the others in one or two groups
+    assert store.net_by_currency() == {"EUR": (0, 0)}
+
+
+def test_a_flow_that_raises_in_a_group_rolls_back_alone(engine: Engine) -> None:
+    store = SqlLedgerStore(engine, ManualClock(START))
+
+    def fails(tx: LedgerTransaction) -> None:
+        tx.apply([Transfer("x", "world:EUR", "alice", 5, "EUR")], ACCOUNTS)
+        raise RuntimeError("after writing")
+
+    with pytest.raises(RuntimeError):
+        store.atomic(fails)
+    assert store.transfers(["x"]) == {} and submit(store, Transfer("y", "world:EUR", "alice", 5, "EUR"))[0].ok

@@ -18,8 +18,10 @@ tens of thousands of rows, and building statements and rows would cost more than
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -489,6 +491,18 @@ def _translate(error: IntegrityError) -> LedgerError | None:
     return None
 
 
+@dataclass(eq=False, slots=True)
+class _Ticket:
+    """One flow waiting for its turn in a group commit, and what became of it."""
+
+    work: Callable[[LedgerTransaction], Any]
+    cache_kib: int
+    done: bool = False
+    result: Any = None
+    error: Exception | None = None
+    alone: bool = False  # to run again in a transaction of its own
+
+
 class SqlLedgerStore(LedgerStore):
     """The ledger's store in SQLite or PostgreSQL; see the module's docstring.
 
@@ -509,6 +523,9 @@ class SqlLedgerStore(LedgerStore):
         self.clock = clock
         self.attempts = attempts
         self.guard = guard
+        self._turn = threading.Condition()
+        self._waiting: list[_Ticket] = []
+        self._leading = False
 
     durable = True
     """Sync every commit to disk (see the module's docstring); a subclass that does not exists only to measure
@@ -533,6 +550,63 @@ class SqlLedgerStore(LedgerStore):
         return self._atomic(work, min(size // 2, 64_000))
 
     def _atomic(self, work: Callable[[LedgerTransaction], T], cache_kib: int = 0) -> T:
+        """Group commit: the flows that arrive while a transaction is being committed wait for it, then the
+        first of them runs them all in the next transaction, each in a savepoint of its own, and one sync makes
+        them all durable. A flow that raises rolls back to its savepoint and leaves the others be; one that lost
+        a race over an id is run again alone."""
+        ticket = _Ticket(work, cache_kib)
+        with self._turn:
+            self._waiting.append(ticket)
+            while self._leading and not ticket.done:
+                self._turn.wait()
+            group: list[_Ticket] = []
+            if not ticket.done:
+                group, self._waiting = self._waiting, []
+                self._leading = True
+        if group:
+            try:
+                self._commit(group)
+            finally:
+                with self._turn:
+                    self._leading = False
+                    self._turn.notify_all()
+        if ticket.alone:
+            return self._alone(work, cache_kib)
+        if ticket.error is not None:
+            raise ticket.error
+        result: T = ticket.result
+        return result
+
+    def _commit(self, group: list[_Ticket]) -> None:
+        try:
+            with self._transaction(max(t.cache_kib for t in group)) as tx:
+                for ticket in group:
+                    savepoint = tx.sql.conn.begin_nested()
+                    try:
+                        ticket.result = ticket.work(tx)
+                        savepoint.commit()
+                    except IntegrityError as exc:
+                        savepoint.rollback()
+                        ticket.error = _translate(exc)
+                        ticket.alone = ticket.error is None
+                    except Exception as exc:
+                        savepoint.rollback()
+                        ticket.error = exc
+        except IntegrityError:
+            # The commit itself was refused (PostgreSQL checks the balances then): run each flow alone, so that
+            # the one at fault fails and the others go through.
+            for ticket in group:
+                if ticket.error is None:
+                    ticket.alone = True
+        except Exception as exc:
+            for ticket in group:
+                if ticket.error is None:
+                    ticket.error = exc
+        finally:
+            for ticket in group:
+                ticket.done = True
+
+    def _alone(self, work: Callable[[LedgerTransaction], T], cache_kib: int) -> T:
         for attempt in range(1, self.attempts + 1):
             try:
                 with self._transaction(cache_kib) as tx:
