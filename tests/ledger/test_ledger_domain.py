@@ -222,6 +222,16 @@ def test_an_account_proposed_to_a_batch_is_opened_only_when_an_applied_transfer_
     assert done.ok and ledger.accounts["carol"].balance == 5 and "dave" not in ledger.accounts
 
 
+def test_an_account_a_reservation_opens_and_voids_in_one_batch_is_still_opened() -> None:
+    ledger = Ledger()
+    carol = Account("carol", "EUR", AccountKind.INVESTOR_CASH, debits_must_not_exceed_credits=True)
+    results = ledger.submit(
+        move("p", "world", "carol", 5, phase=Phase.PENDING), Transfer.void("v", "p", "EUR"), proposed=(carol,)
+    )
+    assert all(r.ok for r in results)
+    assert ledger.accounts["carol"].balance == 0  # the stored transfers name it: it exists
+
+
 def test_no_amount_or_running_total_goes_past_64_bits() -> None:
     ledger = Ledger()
     [too_big] = ledger.submit(move("x", "world", "alice", MAX_AMOUNT + 1))

@@ -452,16 +452,25 @@ def _plan(batch: _Batch, snapshot: Snapshot, results: list[TransferResult], now_
     changed: dict[str, Totals] = {}
     accounts = snapshot.accounts
     for account_id, totals in batch.totals.items():
-        before = accounts[account_id]
+        stored = accounts[account_id]
         after = (totals[0], totals[1], totals[2], totals[3])
         if after != (
-            before.debits_pending,
-            before.debits_posted,
-            before.credits_pending,
-            before.credits_posted,
+            stored.debits_pending,
+            stored.debits_posted,
+            stored.credits_pending,
+            stored.credits_posted,
         ):
             changed[account_id] = after
-    opened = [accounts[a] for a in snapshot.proposed if a in changed]
-    unused = snapshot.proposed - changed.keys()
+    created = [batch.created[i] for i in batch.order]
+    opened: list[Account] = []
+    if snapshot.proposed:
+        # A proposed account is opened when an applied transfer names it, even if the batch leaves its totals
+        # where they started (a reservation voided in the same batch): the stored transfer refers to it.
+        used = {a for t in created for a in (t.debit_account_id, t.credit_account_id)}
+        for account_id in sorted(snapshot.proposed & used):
+            totals = batch.totals[account_id]
+            changed[account_id] = (totals[0], totals[1], totals[2], totals[3])
+            opened.append(accounts[account_id])
+    unused = snapshot.proposed - {a.id for a in opened}
     known = {a: acc for a, acc in accounts.items() if a not in unused} if unused else accounts
-    return BatchPlan(results, [batch.created[i] for i in batch.order], changed, opened, now_us, known)
+    return BatchPlan(results, created, changed, opened, now_us, known)
