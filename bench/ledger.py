@@ -147,22 +147,7 @@ def floor(engine: Engine, transfers: list[Transfer], batch: int) -> float:
                 )
             else:
                 with cursor.copy(f"COPY ledger_transfers ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(
-                        [
-                            "text",
-                            "text",
-                            "text",
-                            "int8",
-                            "text",
-                            "text",
-                            "text",
-                            "text",
-                            "text",
-                            "int8",
-                            "int8",
-                            "int8",
-                        ]
-                    )
+                    copy.set_types(["text"] * 3 + ["int8"] + ["text"] * 5 + ["int8"] * 3)
                     for row in rows[start : start + batch]:
                         copy.write_row(row)
             driver.commit()

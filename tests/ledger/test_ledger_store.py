@@ -62,6 +62,16 @@ class LedgerStoreContract:
         assert store.accounts(["alice"])["alice"].balance == sum(100 + i for i in range(120))
         assert store.net_by_currency() == {"EUR": (0, 0)}
 
+    def test_activity_counts_batches_transfers_and_open_reservations(self, store: LedgerStore) -> None:
+        assert store.activity() == (0, 0, 0)
+        submit(store, Transfer("d", "world:EUR", "alice", 500, "EUR"))
+        submit(
+            store, *(Transfer(f"p{i}", "alice", "lender", 1, "EUR", phase=Phase.PENDING) for i in range(3))
+        )
+        submit(store, Transfer.void("v", "p0", "EUR"))
+        submit(store, Transfer("d", "world:EUR", "alice", 500, "EUR"))  # exists: no batch
+        assert store.activity() == (3, 5, 2)
+
     def test_a_replayed_batch_changes_nothing(self, store: LedgerStore) -> None:
         batch = [Transfer(f"d{i}", "world:EUR", "bob", 10, "EUR") for i in range(60)]
         submit(store, *batch)

@@ -170,6 +170,18 @@ def install_probes(container: Container) -> None:
         epochs,
         labels=("job",),
     )
+    ledger = container.ledger_reports
+    metrics.probe(
+        "tranche_ledger_batches", "transfer batches the ledger has written", lambda: ledger.activity().batches
+    )
+    metrics.probe(
+        "tranche_ledger_transfers", "transfers the ledger has stored", lambda: ledger.activity().transfers
+    )
+    metrics.probe(
+        "tranche_ledger_open_reservations",
+        "reservations waiting for funding",
+        lambda: ledger.activity().open_reservations,
+    )
     metrics.probe(
         "tranche_stage_items",
         "pipeline items by stage and status",

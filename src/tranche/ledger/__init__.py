@@ -62,7 +62,7 @@ from tranche.ledger.messages import (
 from tranche.ledger.repayment import LoanVersion, Payment
 from tranche.ledger.reports import Holding, LedgerReports, PortfolioHolding, SettlementDay, Statement
 from tranche.ledger.service import BidsOutcome, CashMovement, LedgerService, RepaymentOutcome
-from tranche.ledger.store import HoldingStatus, InMemoryLedgerStore, LedgerStore
+from tranche.ledger.store import Activity, HoldingStatus, InMemoryLedgerStore, LedgerStore
 
 __all__ = [
     "HANDLERS",
@@ -70,6 +70,7 @@ __all__ = [
     "TIMER_SECONDS",
     "Account",
     "AccountKind",
+    "Activity",
     "AmountOverflowError",
     "BidsOutcome",
     "BidsReserved",

@@ -34,6 +34,7 @@ from tranche.ledger.errors import LedgerError, UnbalancedLedgerError
 from tranche.ledger.messages import PortfolioDrifted
 from tranche.ledger.planning import BatchPlan, Snapshot, expires_at, needed_ids, plan_batch
 from tranche.ledger.store import (
+    Activity,
     Drift,
     HoldingRow,
     HoldingStatus,
@@ -727,6 +728,15 @@ class SqlLedgerStore(LedgerStore):
                 (account_id, start_us, end_us, account_id, start_us, end_us),
             )
         return int(rows[0][0])
+
+    def activity(self) -> Activity:
+        with reading(self.engine) as conn:
+            [row] = _Sql(conn).fetch(
+                "SELECT (SELECT MAX(seq) FROM ledger_batches), (SELECT MAX(seq) FROM ledger_transfers), "
+                "(SELECT COUNT(*) FROM ledger_open_pendings)",
+                (),
+            )
+        return Activity(int(row[0] or 0), int(row[1] or 0), int(row[2]))
 
     def net_by_currency(self) -> dict[str, tuple[int, int]]:
         with reading(self.engine) as conn:

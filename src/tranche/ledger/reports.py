@@ -19,7 +19,7 @@ from tranche.ledger.chart import Code
 from tranche.ledger.domain import AccountKind, from_micros, to_micros
 from tranche.ledger.messages import CashPosition, Movement
 from tranche.ledger.returns import xirr
-from tranche.ledger.store import NEVER_HELD, HoldingStatus, LedgerStore
+from tranche.ledger.store import NEVER_HELD, Activity, HoldingStatus, LedgerStore
 
 _FAR_FUTURE = 2**62
 _HELD = tuple(s for s in HoldingStatus if s not in NEVER_HELD and s is not HoldingStatus.RESERVED)
@@ -152,6 +152,10 @@ class LedgerReports:
             )
             for row, held in self.store.holdings_with_balance(portfolio_ids=portfolio_ids, statuses=statuses)
         ]
+
+    def activity(self) -> Activity:
+        """Batches written and transfers stored so far, and reservations open now (for the metrics)."""
+        return self.store.activity()
 
     # -- reports ----------------------------------------------------------------------------------------------
 

@@ -138,6 +138,15 @@ class Posting(NamedTuple):
     amount: int
 
 
+class Activity(NamedTuple):
+    """Batches written and transfers stored since the ledger began (both only grow), and the reservations
+    (pending transfers) open now."""
+
+    batches: int
+    transfers: int
+    open_reservations: int
+
+
 class LedgerTransaction(ABC):
     """What a flow may do inside one transaction of the store."""
 
@@ -250,6 +259,10 @@ class LedgerStore(ABC):
     @abstractmethod
     def net_by_currency(self) -> dict[str, tuple[int, int]]:
         """Per currency, the sums of posted and pending ``credits - debits`` over all accounts (both zero)."""
+
+    @abstractmethod
+    def activity(self) -> Activity:
+        """How much the ledger has done so far, cheap to read at every scrape of the metrics."""
 
 
 def check_proposals(stored: Mapping[str, Account], proposed: Iterable[Account]) -> dict[str, Account]:
@@ -395,6 +408,7 @@ class InMemoryLedgerStore(LedgerStore):
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
+        self._batches = 0
         self._state = _State()
         self._lock = threading.RLock()
 
@@ -406,6 +420,8 @@ class InMemoryLedgerStore(LedgerStore):
         with self._lock:
             working = self._state.copy()
             result = work(_MemoryTransaction(working, to_micros(self.clock.now())))
+            if len(working.log) > len(self._state.log):
+                self._batches += 1
             self._state = working
             return result
 
@@ -481,3 +497,7 @@ class InMemoryLedgerStore(LedgerStore):
 
     def net_by_currency(self) -> dict[str, tuple[int, int]]:
         return net_by_currency(self._state.accounts.values())
+
+    def activity(self) -> Activity:
+        state = self._state
+        return Activity(self._batches, len(state.log), len(state.open_pendings))
