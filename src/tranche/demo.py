@@ -184,6 +184,7 @@ def _play_day(api: httpx.Client, tapes: Path, loans: int) -> dict[str, Any]:
 
     click.echo("\n== investors deposit cash and set out what they want")
     for investor in INVESTORS:
+        _ok(api.put(f"/v1/investors/{investor.investor_id}", json={"name": investor.investor_id.title()}))
         _ok(
             api.post(
                 f"/v1/investors/{investor.investor_id}/deposits",

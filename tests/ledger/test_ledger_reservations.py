@@ -3,6 +3,8 @@ refusal leaves nothing behind; on SQLite and PostgreSQL, and over the bus (in-pr
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +16,7 @@ from tranche.ledger import (
     CashPosition,
     HoldingStatus,
     InMemoryLedgerStore,
+    LedgerReports,
     LedgerService,
     ReserveBids,
     SqlLedgerStore,
@@ -23,6 +26,7 @@ from tranche.ledger import (
 )
 from tranche.matching import BidsRolledBack, LoanFunded
 from tranche.shared.clock import ManualClock
+from tranche.shared.money import Money
 
 
 @pytest.fixture
@@ -78,6 +82,27 @@ def test_a_bid_already_reserved_answers_reserved_and_changes_nothing(service: Le
     service.fund(LoanFunded("lender1", "L1", 1, "EUR", ("b1",)))
     assert service.reserve([matched(bid("b1", "ann", 7_000))]).reserved == ("b1",)
     assert available(service, "ann") == 3_000
+
+
+def test_the_cash_and_holdings_the_market_plans_with_are_one_query_each(service: LedgerService) -> None:
+    service.deposit("ann", eur("100.00"), "d")
+    service.deposit("ann", Money(500, "PLN"), "d-pln")
+    service.reserve(
+        [matched(bid("b1", "ann", 6_000, portfolio="pf1"), bid("b2", "ann", 1_000, portfolio="pf2"))]
+    )
+    service.fund(LoanFunded("lender1", "L1", 1, "EUR", ("b1",)))
+    reports = LedgerReports(service.store)
+    assert reports.available_cash("ann") == (
+        CashPosition("ann", "EUR", 3_000),
+        CashPosition("ann", "PLN", 500),
+    )
+    assert reports.available_cash_of(["ann", "nobody"], "EUR") == {"ann": 3_000, "nobody": 0}
+    held = reports.portfolio_holdings(["pf1", "pf2"])
+    assert [(h.bid_id, h.portfolio_id, h.status, h.invested, h.held) for h in held] == [
+        ("b1", "pf1", "active", 6_000, 6_000),
+        ("b2", "pf2", "reserved", 1_000, 0),
+    ]
+    assert held[0].investor_rate == Decimal("0.10") and held[0].loan_id == "L1"
 
 
 def test_a_rolled_back_bid_is_never_reserved_again(service: LedgerService) -> None:

@@ -443,8 +443,8 @@ def test_the_sql_store_applies_any_batches_as_the_in_memory_one_does(engine: Eng
 def test_flows_that_arrive_together_commit_together_and_one_that_fails_leaves_the_others_be(
     engine: Engine,
 ) -> None:
-    """Group commit: while one transaction commits, the flows that arrive wait and then share the next one
-    (one sync for all of them); each runs in a savepoint of its own."""
+    """Group commit (SQLite): while one transaction commits, the flows that arrive wait and then share the next
+    one (one sync for all of them); each runs in a savepoint of its own. PostgreSQL commits each on its own."""
     first = threading.Event()
 
     def slow_first(_conn: Any) -> None:
@@ -488,7 +488,8 @@ def test_flows_that_arrive_together_commit_together_and_one_that_fails_leaves_th
     ] is Outcome.CREATED
     assert results["over"] is Outcome.FAILED and results["boom"] is Outcome.FAILED
     assert store.accounts(["bob"])["bob"].balance == 81
-    assert len(commits) <= 3  # the lead's, then the others in one or two groups
+    if engine.dialect.name == "sqlite":
+        assert len(commits) <= 3  # the lead's, then the others in one or two groups
     assert store.net_by_currency() == {"EUR": (0, 0)}
 
 

@@ -21,9 +21,10 @@ available cash after the request. In one process, :meth:`LedgerService.reserve` 
 available cash moves outside a reservation (deposit, withdrawal, repayment, voided or expired reservation), and
 :class:`PortfolioDrifted` (``portfolio.<id>.drifted``) when settlement changed what a portfolio holds.
 
-**Query ports** (:class:`LedgerReports`): :meth:`~LedgerReports.available_cash` of an investor per currency and
+**Query ports** (:class:`LedgerReports`): :meth:`~LedgerReports.available_cash` of an investor per currency,
+:meth:`~LedgerReports.available_cash_of` many investors in one currency, and
 :meth:`~LedgerReports.portfolio_holdings` of a set of portfolios (bid, loan, invested, principal still held,
-written off, status, investor rate), one indexed query; and the investors' and lenders' reports.
+written off, status, investor rate), each one indexed query; and the investors' and lenders' reports.
 
 **The ledger role**: :data:`HANDLERS` (plain functions; bind ``ledger`` and ``engine``), :func:`on_timer` every
 :data:`TIMER_SECONDS`, and the two services above. Errors are in :mod:`tranche.ledger.errors`.

@@ -9,7 +9,8 @@ its own that every currency sums to zero (see :mod:`tranche.ledger.tables`).
 
 Every transaction is durable when it commits: on SQLite it runs with ``synchronous=FULL`` (the write-ahead log
 is synced at each commit: a power cut cannot take back a deposit the API acknowledged), on PostgreSQL with
-``synchronous_commit=on`` whatever the server's default. A batch of thousands of transfers pays one sync.
+``synchronous_commit=on`` whatever the server's default. A batch of thousands of transfers pays one sync, and
+on SQLite so do the flows that arrive while another commits (group commit, see :meth:`SqlLedgerStore._atomic`).
 
 Statements are written for the driver (``exec_driver_sql``), not built with SQLAlchemy: a batch reads and writes
 tens of thousands of rows, and building statements and rows would cost more than the database does.
@@ -524,6 +525,7 @@ class SqlLedgerStore(LedgerStore):
         self.clock = clock
         self.attempts = attempts
         self.guard = guard
+        self._grouped = engine.dialect.name == "sqlite"
         self._turn = threading.Condition()
         self._waiting: list[_Ticket] = []
         self._leading = False
@@ -551,10 +553,15 @@ class SqlLedgerStore(LedgerStore):
         return self._atomic(work, min(size // 2, 64_000))
 
     def _atomic(self, work: Callable[[LedgerTransaction], T], cache_kib: int = 0) -> T:
-        """Group commit: the flows that arrive while a transaction is being committed wait for it, then the
-        first of them runs them all in the next transaction, each in a savepoint of its own, and one sync makes
-        them all durable. A flow that raises rolls back to its savepoint and leaves the others be; one that lost
-        a race over an id is run again alone."""
+        """Group commit on SQLite: the flows that arrive while a transaction is being committed wait for it,
+        then the first of them runs them all in the next transaction, each in a savepoint of its own, and one sync
+        makes them all durable. A flow that raises rolls back to its savepoint and leaves the others be; one that
+        lost a race over an id is run again alone. SQLite commits one writer at a time, so the flows would queue
+        for a sync each. PostgreSQL runs each flow in its own transaction: concurrent commits share its WAL
+        flushes already, and a group that locks the accounts of several flows could deadlock with another
+        process's group."""
+        if not self._grouped:
+            return self._alone(work, cache_kib)
         ticket = _Ticket(work, cache_kib)
         with self._turn:
             self._waiting.append(ticket)
@@ -682,6 +689,13 @@ class SqlLedgerStore(LedgerStore):
             r[1]: LoanRow(r[0], r[1], r[2], r[3], None if r[4] is None else int(r[4]), int(r[5]))
             for r in rows
         }
+
+    def drift_due(self, opened_until_us: int) -> bool:
+        with reading(self.engine) as conn:
+            sql = _Sql(conn)
+            return bool(
+                sql.fetch(f"SELECT 1 FROM ledger_drift WHERE first_at <= {sql.p} LIMIT 1", (opened_until_us,))
+            )
 
     def expired_pendings(self, now_us: int, limit: int) -> list[Transfer]:
         with reading(self.engine) as conn:

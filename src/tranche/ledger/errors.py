@@ -20,7 +20,6 @@
         ├── ReservationNotFoundError (NotFoundError)  a funded or rolled-back bid the ledger never reserved
         ├── InsufficientCashError (ConflictError)   a withdrawal above the investor's available cash
         ├── IdempotencyKeyReusedError (ConflictError)  a deposit or withdrawal key reused for another one
-        ├── UnknownCurrencyError (ValidationError)  a currency that is not an ISO 4217 code of lendable money
         └── UnbalancedLedgerError               the database found a currency whose balances do not sum to zero
 
 Each error names the record at fault (``record``: an account id or a transfer id) and, where it helps, the
@@ -167,9 +166,3 @@ class IdempotencyKeyReusedError(LedgerError, ConflictError):
     field that differs)."""
 
     code = "idempotency_key_reused"
-
-
-class UnknownCurrencyError(LedgerError, ValidationError):
-    """A currency that is not the ISO 4217 code of money loans are made in (``field`` ``currency``)."""
-
-    code = "unknown_currency"

@@ -130,6 +130,13 @@ class LedgerReports:
             for a in sorted(accounts, key=lambda a: a.currency)
         )
 
+    def available_cash_of(self, investor_ids: Collection[str], currency: str) -> dict[str, int]:
+        """The available cash in ``currency`` of each of these investors (0 for one without an account), in one
+        query: what the gap analyzer plans within."""
+        ids = {chart.investor_cash(investor, currency).id: investor for investor in investor_ids}
+        found = self.store.accounts(ids)
+        return {investor: found[a].available if a in found else 0 for a, investor in ids.items()}
+
     def portfolio_holdings(
         self, portfolio_ids: Collection[str], *, include_released: bool = False
     ) -> list[PortfolioHolding]:

@@ -458,6 +458,8 @@ class LedgerService:
         """Publish the drift notifications whose window has passed (trading rebalances those portfolios):
         one per portfolio, folding every settlement step since its first change. Returns how many."""
         opened_until = to_micros(self.clock.now()) - self.drift_window_us
+        if not self.store.drift_due(opened_until):
+            return 0  # most ticks: no transaction (and no sync) for nothing
 
         def work(tx: LedgerTransaction) -> int:
             due = tx.take_drift(opened_until, limit)

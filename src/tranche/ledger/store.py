@@ -243,6 +243,11 @@ class LedgerStore(ABC):
         """The rows of the lender's loans among ``loan_ids`` (the loans the ledger settled), by loan id."""
 
     @abstractmethod
+    def drift_due(self, opened_until_us: int) -> bool:
+        """Whether a drift notification opened at or before ``opened_until_us`` waits (a read: the timer asks
+        before it opens a transaction)."""
+
+    @abstractmethod
     def expired_pendings(self, now_us: int, limit: int) -> list[Transfer]:
         """Open pending transfers whose timeout has passed at ``now_us``, oldest expiry first."""
 
@@ -461,6 +466,9 @@ class InMemoryLedgerStore(LedgerStore):
     def loans(self, lender_id: str, loan_ids: Iterable[str]) -> dict[str, LoanRow]:
         loans = self._state.loans
         return {i: loans[(lender_id, i)] for i in loan_ids if (lender_id, i) in loans}
+
+    def drift_due(self, opened_until_us: int) -> bool:
+        return any(d.first_us <= opened_until_us for d in self._state.drift.values())
 
     def expired_pendings(self, now_us: int, limit: int) -> list[Transfer]:
         state = self._state
