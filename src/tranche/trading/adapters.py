@@ -262,7 +262,7 @@ class SqlLedgerView:
             rows = conn.exec_driver_sql(
                 "SELECT h.bid_id, a.credits_posted - a.debits_posted, h.status, h.amount "
                 "FROM ledger_holdings h JOIN ledger_accounts a ON a.id = h.account_id "
-                f"WHERE h.portfolio_id = {p} AND h.status NOT IN ('reserved', 'refused', 'rolled_back')",
+                f"WHERE h.portfolio_id = {p} AND h.status NOT IN ('reserved', 'rolled_back', 'expired')",
                 (portfolio_id,),
             ).all()
         found: dict[str, HeldPrincipal] = {}
