@@ -72,6 +72,8 @@ from tranche.trading import (
     TradingService,
 )
 
+_STOP_GRACE_SECONDS = 5.0
+
 
 @dataclass
 class _Lifecycle:
@@ -139,7 +141,13 @@ class Container:
         life = self._lifecycle
         if life.stop is not None and life.relay_task is not None:
             life.stop.set()
-            for task in [life.relay_task, *life.timer_tasks]:
+            tasks = [life.relay_task, *life.timer_tasks]
+            # The relay may wait for handlers to finish what it published (the embedded bus confirms a publish
+            # once handled); past a grace period it is cancelled: what it did not mark stays in the outbox.
+            _done, late = await asyncio.wait(tasks, timeout=_STOP_GRACE_SECONDS)
+            for task in late:
+                task.cancel()
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         for subscriber in self.subscribers:

@@ -57,7 +57,9 @@ def connect(url: str) -> Bus:
     """The bus for ``url`` (``memory://`` or ``amqp://user:pass@host:port/vhost``), not yet started."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
-        return InProcessBus(url)
+        # The embedded deployment's bus: a publish is confirmed once handled, so that the outbox keeps what a
+        # crash would lose from the process's queues.
+        return InProcessBus(url, confirm_handled=True)
     if scheme in ("amqp", "amqps"):
         # Imported here so that the embedded mode never loads aio-pika.
         from tranche.bus.rabbit import RabbitBus

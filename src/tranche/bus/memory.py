@@ -4,6 +4,14 @@ Nothing leaves the process and nothing survives it: this backend is for the embe
 It keeps what components rely on: prefetch, round robin among competing consumers, ack/nack, redelivery
 when a consumer goes away or overruns its queue's ack timeout, a delivery limit with a dead-letter queue
 that can be inspected and replayed, delayed retry, topic wildcards, request/response and chunked responses.
+
+What a publish's confirmation means. RabbitMQ confirms a message once its durable queues hold it: it survives
+a crash of the publisher or of the consumer. Here a queue lives in the process and dies with it, so the
+embedded mode (``connect("memory://")``) confirms a publish only once every durable group that received the
+message has *handled* it (acknowledged it, or dead-lettered it past its delivery limit). The outbox marks a row
+published on that confirmation, so an event that was relayed but not yet handled when the process died is
+still in the outbox after a restart and is relayed again; handlers are idempotent. ``InProcessBus()`` built
+directly confirms at once (``confirm_handled=False``), which is what tests of the bus's other semantics want.
 """
 
 from __future__ import annotations
@@ -41,6 +49,11 @@ log = logging.getLogger("tranche.bus")
 class _Entry:
     message: Message
     deliveries: int = 0
+    handled: asyncio.Future[None] | None = None  # set when a publish waits for the message to be handled
+
+    def done(self) -> None:
+        if self.handled is not None and not self.handled.done():
+            self.handled.set_result(None)
 
 
 class _Queue:
@@ -91,11 +104,13 @@ class _Queue:
     def give_back(self, entry: _Entry) -> None:
         """A delivery ended without an ack: redeliver, or dead-letter past the delivery limit."""
         if entry.deliveries >= self.spec.max_deliveries:
-            self.dead_letter(entry.message, "delivery_limit")
+            self.dead_letter(entry.message, "delivery_limit", entry)
         else:
             self.put(entry, front=True)
 
-    def dead_letter(self, message: Message, reason: str) -> None:
+    def dead_letter(self, message: Message, reason: str, entry: _Entry | None = None) -> None:
+        if entry is not None:
+            entry.done()  # dead-lettered is handled: an operator replays it from the dead-letter queue
         if self.private:
             log.warning("dropping message %s of a private subscription (%s)", message.message_id, reason)
             return
@@ -142,7 +157,8 @@ class _MemoryDelivery(Delivery):
             self._consumer.queue.give_back(self._entry)
 
     async def ack(self) -> None:
-        self._settle()
+        if self._settle():
+            self._entry.done()
 
     async def nack(self, *, requeue: bool = True) -> None:
         if not self._settle():
@@ -150,7 +166,7 @@ class _MemoryDelivery(Delivery):
         if requeue:
             self._consumer.queue.give_back(self._entry)
         else:
-            self._consumer.queue.dead_letter(self.message, "rejected")
+            self._consumer.queue.dead_letter(self.message, "rejected", self._entry)
 
     async def retry(self) -> None:
         if not self._settle():
@@ -158,9 +174,9 @@ class _MemoryDelivery(Delivery):
         queue = self._consumer.queue
         level = self.retries
         if level >= len(queue.spec.retry_delays):
-            queue.dead_letter(self.message, "rejected")
+            queue.dead_letter(self.message, "rejected", self._entry)
             return
-        again = _Entry(self.message.with_headers(**{RETRIES_HEADER: level + 1}))
+        again = _Entry(self.message.with_headers(**{RETRIES_HEADER: level + 1}), handled=self._entry.handled)
         queue.bus.later(queue.spec.retry_delays[level], queue, again)
 
 
@@ -227,8 +243,12 @@ class _Responder(Subscription):
 class InProcessBus(Bus):
     """The bus inside one process; see the module docstring. ``url`` is accepted for symmetry."""
 
-    def __init__(self, url: str = "memory://", *, max_chunk_bytes: int | None = None) -> None:
+    def __init__(
+        self, url: str = "memory://", *, max_chunk_bytes: int | None = None, confirm_handled: bool = False
+    ) -> None:
         self.url = url
+        self.confirm_handled = confirm_handled
+        self._waiting: set[asyncio.Future[None]] = set()
         if max_chunk_bytes is not None:
             self.max_chunk_bytes = max_chunk_bytes
         self._queues: dict[str, _Queue] = {}
@@ -249,6 +269,9 @@ class InProcessBus(Bus):
 
     async def close(self) -> None:
         self._open = False
+        for waiting in list(self._waiting):
+            if not waiting.done():
+                waiting.set_exception(BusClosedError("the bus closed before the message was handled"))
         for consumer in list(self._consumers):
             await consumer.cancel()
         for timer in self._timers:
@@ -295,10 +318,29 @@ class InProcessBus(Bus):
     # publish / subscribe
 
     async def publish(self, message: Message) -> None:
+        await self.publish_many([message])
+
+    async def publish_many(self, messages: Sequence[Message]) -> None:
+        """Route every message to its queues in order; with ``confirm_handled``, return once every durable group
+        that received them has handled them (see the module docstring)."""
         self._check()
-        for queue in list(self._queues.values()):
-            if any(topic_matches(pattern, message.routing_key) for pattern in queue.patterns):
-                queue.put(_Entry(message))
+        waiting: list[asyncio.Future[None]] = []
+        loop = asyncio.get_running_loop()
+        for message in messages:
+            for queue in list(self._queues.values()):
+                if any(topic_matches(pattern, message.routing_key) for pattern in queue.patterns):
+                    entry = _Entry(message)
+                    if self.confirm_handled and not queue.private:
+                        entry.handled = loop.create_future()
+                        waiting.append(entry.handled)
+                    queue.put(entry)
+        if not waiting:
+            return
+        self._waiting.update(waiting)
+        try:
+            await asyncio.gather(*waiting)
+        finally:
+            self._waiting.difference_update(waiting)
 
     async def subscribe(
         self,
