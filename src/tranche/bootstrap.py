@@ -11,12 +11,11 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import OperationalError
 
 from tranche.assessment.projectors import CashflowProjector, make_cashflow_projector
 from tranche.assessment.stage import ASSESS, AssessStage
@@ -63,11 +62,10 @@ from tranche.trading import (
     HANDLERS as MARKET_HANDLERS,
 )
 from tranche.trading import (
-    LedgerUnavailableError,
+    BusReservations,
+    LedgerQueries,
     Market,
     PortfolioChanged,
-    ReservationAnswer,
-    SqlLedgerView,
     SqlPortfolioStore,
     TradingService,
 )
@@ -310,10 +308,11 @@ def bootstrap(
             "at run time instead (PUT /v1/pipeline/pins/{lender})"
         )
     ownership = Ownership(engine, ttl=settings.ownership_ttl, heartbeat=settings.ownership_heartbeat)
+    bus = connect(settings.bus_url)
     ledger_store = SqlLedgerStore(engine, clock)
     ledger = LedgerService(ledger_store, clock, drift_window=timedelta(seconds=settings.drift_window_seconds))
     ledger_reports = LedgerReports(ledger_store)
-    trading = TradingService(SqlPortfolioStore(engine, emit), clock, ledger=SqlLedgerView(engine))
+    trading = TradingService(SqlPortfolioStore(engine, emit), clock, ledger=LedgerQueries(ledger_reports))
     subscribers: list[Callable[[Bus], Awaitable[None]]] = []
     timers: list[tuple[float, Callable[[], object]]] = []
     if "ledger" in settings.roles:
@@ -349,19 +348,20 @@ def bootstrap(
         record = SqlMatchingRecord(engine, publish=_fenced(ownership, claim, emit))
         with engine.connect() as conn:
             before = owner_of(conn, "market"), _epoch_of(conn, "market")
-        market = Market(trading, MatchingService.rebuild(record), _LedgerReservations(ledger))
+        # The market asks the ledger role to reserve over the bus, whichever process that role runs in.
+        reservations = BusReservations(bus, codec)
+        market = Market(trading, MatchingService.rebuild(record), reservations)
         bound = bind(MARKET_HANDLERS, market=market, engine=engine, publish=emit, clock=clock)
+        take_over = _take_over(market, record, built_when_free_at=before)
 
         async def subscribe_market(bus: Bus) -> None:
+            reservations.attach(asyncio.get_running_loop())
+            tenure = claim.tenure
+            if tenure is not None:
+                await asyncio.to_thread(take_over, tenure)
             await subscribe_handlers(bus, codec, bound, group="market")
 
-        subscribers.append(
-            OwnedSubscriber(
-                claim,
-                subscribe_market,
-                prepare=_take_over(market, record, built_when_free_at=before),
-            )
-        )
+        subscribers.append(OwnedSubscriber(claim, subscribe_market))
         timers.append((2.0, _while_owned(claim, market.settle_unsettled)))
     container = Container(
         settings=settings,
@@ -375,7 +375,7 @@ def bootstrap(
         projector=projector,
         pipelines=pipelines,
         runner=runner,
-        bus=connect(settings.bus_url),
+        bus=bus,
         codec=codec,
         ledger=ledger,
         ledger_reports=ledger_reports,
@@ -385,17 +385,3 @@ def bootstrap(
         timers=tuple(timers),
     )
     return container
-
-
-class _LedgerReservations:
-    """The market's reservations, made by the ledger service of this process."""
-
-    def __init__(self, ledger: LedgerService) -> None:
-        self.ledger = ledger
-
-    def reserve(self, matches: Sequence[OfferMatched]) -> ReservationAnswer:
-        try:
-            answer = self.ledger.reserve(matches)
-        except OperationalError as error:
-            raise LedgerUnavailableError(f"the ledger could not reserve: {error}") from error
-        return ReservationAnswer(frozenset(answer.reserved), {r.bid_id: r.code for r in answer.refused})

@@ -129,3 +129,80 @@ def test_an_investor_short_of_cash_strands_nothing_and_an_investor_with_cash_buy
     holdings = ok(api.get("/v1/investors/bob/holdings"))
     assert sum(Decimal(h["held_principal"]) for h in holdings) == Decimal("1100.00")
     assert checks["checks"][4]["ok"]  # the ledger balances
+
+
+def portfolio(api: httpx.Client, investor: str, total: str, **terms: str) -> str:
+    body = {
+        "currency": "EUR",
+        "total": total,
+        "max_per_loan": "100.00",
+        "min_ticket": "10.00",
+        "tranche_percent": "100",
+        "buckets": [ANY],
+        **terms,
+    }
+    portfolio_id: str = ok(api.post(f"/v1/investors/{investor}/portfolios", json=body))["portfolio_id"]
+    return portfolio_id
+
+
+def upload(api: httpx.Client, lender: str, documents: list[dict[str, Any]]) -> None:
+    batch = ok(
+        api.post(f"/v1/lenders/{lender}/batches", content=b"".join(map(bson.encode, documents)), headers=BSON)
+    )
+    wait_for(lambda: ok(api.get(f"/v1/batches/{batch['batch_id']}"))["status"] == "completed", "the batch")
+
+
+def paid(document: dict[str, Any], principal: str, interest: str, outstanding: str) -> dict[str, Any]:
+    return {
+        **document,
+        "outstanding_principal": Decimal128(outstanding),
+        "payments": [
+            {
+                "date": datetime(2026, 12, 1),
+                "principal": Decimal128(principal),
+                "interest": Decimal128(interest),
+            }
+        ],
+        "next_payment_date": datetime(2027, 1, 1),
+    }
+
+
+def test_repaid_principal_is_put_to_work_again_unless_the_investor_keeps_it(api: httpx.Client) -> None:
+    ok(api.put("/v1/lenders/acme", json={"name": "Acme"}))
+    ok(
+        api.put(
+            "/v1/lenders/acme/config",
+            json={"retained_share": "0", "margin": "0.02", "allow_double_amounts": False},
+        )
+    )
+    for investor in ("ann", "bob"):
+        ok(api.put(f"/v1/investors/{investor}", json={"name": investor}))
+        ok(
+            api.post(
+                f"/v1/investors/{investor}/deposits",
+                json={"amount": "200.00", "currency": "EUR", "key": investor},
+            )
+        )
+    ann = portfolio(api, "ann", "200.00")
+    bob = portfolio(api, "bob", "200.00", keep_uninvested="1000.00")
+    first = [loan(f"L{n}", "100.00") for n in range(4)]
+    upload(api, "acme", first)
+    quiet(api, [ann, bob])
+    invested = {p: ok(api.get(f"/v1/portfolios/{p}"))["composition"]["invested"] for p in (ann, bob)}
+    assert invested == {ann: "200.00", bob: "0.00"}  # bob keeps 1,000.00 uninvested: he has only 200.00
+
+    holdings = ok(api.get("/v1/investors/ann/holdings"))
+    owned = sorted(h["loan_id"] for h in holdings)
+    upload(api, "acme", [paid(first[int(owned[0][1:])], "50.00", "0.80", "50.00")])
+    checks = quiet(api, [ann, bob])
+    view = ok(api.get(f"/v1/portfolios/{ann}"))
+    assert view["composition"]["invested"] == "200.00", view  # the 50.00 that came back went to work again
+    bought = [h for h in ok(api.get("/v1/investors/ann/holdings")) if h["loan_id"] not in owned]
+    assert [h["invested"] for h in bought] == ["50.00"]  # into a loan still on offer
+    assert checks["ok"]
+
+    upload(api, "acme", [{**first[int(owned[1][1:])], "status": "written_off"}])
+    quiet(api, [ann, bob])
+    view = ok(api.get(f"/v1/portfolios/{ann}"))
+    assert view["composition"]["written_off"] == "100.00"  # a loss, shown as one, not as money held
+    assert Decimal(view["composition"]["invested"]) <= Decimal("200.00")

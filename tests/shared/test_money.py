@@ -36,3 +36,15 @@ def test_a_code_that_is_no_lendable_currency_is_refused_naming_the_field(value: 
 def test_every_storable_amount_round_trips_through_its_major_units(amount: int) -> None:
     assert Money.parse(to_major(amount, "JPY"), "JPY").amount == amount
     assert Money.parse(Decimal(str(to_major(amount, "EUR"))), "EUR").amount == amount
+
+
+@pytest.mark.parametrize("value", ["1e999999999", "-1e999999999"])
+def test_an_amount_beyond_every_decimal_context_is_refused_as_too_large(value: str) -> None:
+    with pytest.raises(ValidationError, match="too large"):
+        Money.parse(value, "EUR")
+
+
+@pytest.mark.parametrize("value", ["1e-999999999", "0.001", "12.505"])
+def test_decimals_the_currency_does_not_have_are_refused_however_small(value: str) -> None:
+    with pytest.raises(ValidationError, match="more decimals"):
+        Money.parse(value, "EUR")

@@ -111,7 +111,7 @@ def loan_market(lender_id: LenderId, loan_id: str, container: ContainerDep) -> d
 )
 def checks(currency: Currency, container: ContainerDep) -> dict[str, Any]:
     code = currency_code(currency)
-    found = market_checks(container.engine, container.trading, code)
+    found = market_checks(container.engine, container.trading, container.ledger_reports, code)
     return {
         "currency": code,
         "ok": all(c.ok for c in found),

@@ -61,7 +61,14 @@ from tranche.ledger.messages import (
     StatementPart,
 )
 from tranche.ledger.repayment import LoanVersion, Payment
-from tranche.ledger.reports import Holding, LedgerReports, PortfolioHolding, SettlementDay, Statement
+from tranche.ledger.reports import (
+    Holding,
+    LedgerReports,
+    MarketPositions,
+    PortfolioHolding,
+    SettlementDay,
+    Statement,
+)
 from tranche.ledger.service import BidsOutcome, CashMovement, LedgerService, RepaymentOutcome
 from tranche.ledger.store import Activity, HoldingStatus, InMemoryLedgerStore, LedgerStore
 
@@ -88,6 +95,7 @@ __all__ = [
     "LedgerService",
     "LedgerStore",
     "LoanVersion",
+    "MarketPositions",
     "Movement",
     "Outcome",
     "OverdraftError",

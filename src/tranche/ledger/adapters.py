@@ -651,6 +651,7 @@ class SqlLedgerStore(LedgerStore):
         investor_id: str | None = None,
         portfolio_ids: Collection[str] | None = None,
         statuses: Collection[HoldingStatus] | None = None,
+        currency: str | None = None,
     ) -> list[tuple[HoldingRow, int]]:
         with reading(self.engine) as conn:
             sql = _Sql(conn)
@@ -659,6 +660,9 @@ class SqlLedgerStore(LedgerStore):
             if investor_id is not None:
                 where.append(f"h.investor_id = {sql.p}")
                 params.append(investor_id)
+            if currency is not None:
+                where.append(f"h.currency = {sql.p}")
+                params.append(currency)
             if portfolio_ids is not None:
                 where.append(sql.any_of("h.portfolio_id"))
                 params.append(sql.list_param(portfolio_ids))

@@ -114,6 +114,19 @@ class Statement:
             yield chunk
 
 
+@dataclass(frozen=True, slots=True)
+class MarketPositions:
+    """The ledger's side of the market's checks for one currency (minor units): funding posted and funding still
+    pending (reserved, not yet posted) per loan ``(lender, loan)``, principal held per portfolio (posted, and
+    reserved at its amount), and the currency's sums over every account, posted and pending (both zero)."""
+
+    funded: dict[tuple[str, str], int]
+    settling: dict[tuple[str, str], int]
+    held: dict[str, int]
+    net_posted: int
+    net_pending: int
+
+
 class LedgerReports:
     """Read side of the ledger; built by the composition root with the store."""
 
@@ -136,6 +149,25 @@ class LedgerReports:
         ids = {chart.investor_cash(investor, currency).id: investor for investor in investor_ids}
         found = self.store.accounts(ids)
         return {investor: found[a].available if a in found else 0 for a, investor in ids.items()}
+
+    def market_positions(self, currency: str) -> MarketPositions:
+        """What the market's checks compare on the ledger's side, for one currency (see :class:`MarketPositions`)."""
+        funded: dict[tuple[str, str], int] = {}
+        settling: dict[tuple[str, str], int] = {}
+        held: dict[str, int] = {}
+        statuses = [s for s in HoldingStatus if s not in NEVER_HELD]
+        for row, balance in self.store.holdings_with_balance(statuses=statuses, currency=currency):
+            key = (row.lender_id, row.loan_id)
+            if row.status is HoldingStatus.RESERVED:
+                settling[key] = settling.get(key, 0) + row.amount
+                held[row.portfolio_id] = held.get(row.portfolio_id, 0) + row.amount
+            else:
+                funded[key] = funded.get(key, 0) + row.amount
+                held[row.portfolio_id] = held.get(row.portfolio_id, 0) + balance
+        net_posted, net_pending = self.store.net_by_currency().get(currency, (0, 0))
+        return MarketPositions(
+            funded, settling, {k: v for k, v in held.items() if v}, net_posted, net_pending
+        )
 
     def portfolio_holdings(
         self, portfolio_ids: Collection[str], *, include_released: bool = False

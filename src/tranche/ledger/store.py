@@ -234,9 +234,10 @@ class LedgerStore(ABC):
         investor_id: str | None = None,
         portfolio_ids: Collection[str] | None = None,
         statuses: Collection[HoldingStatus] | None = None,
+        currency: str | None = None,
     ) -> list[tuple[HoldingRow, int]]:
-        """Holdings of one investor or of some portfolios (in one of ``statuses``, when given), each with the
-        principal still held (its account's posted balance), ordered by bid id."""
+        """Holdings of one investor, of some portfolios or of one currency (in one of ``statuses``, when given),
+        each with the principal still held (its account's posted balance), ordered by bid id."""
 
     @abstractmethod
     def loans(self, lender_id: str, loan_ids: Iterable[str]) -> dict[str, LoanRow]:
@@ -448,12 +449,15 @@ class InMemoryLedgerStore(LedgerStore):
         investor_id: str | None = None,
         portfolio_ids: Collection[str] | None = None,
         statuses: Collection[HoldingStatus] | None = None,
+        currency: str | None = None,
     ) -> list[tuple[HoldingRow, int]]:
         state = self._state
         wanted = None if portfolio_ids is None else set(portfolio_ids)
         found = []
         for row in state.holdings.values():
             if investor_id is not None and row.investor_id != investor_id:
+                continue
+            if currency is not None and row.currency != currency:
                 continue
             if wanted is not None and row.portfolio_id not in wanted:
                 continue

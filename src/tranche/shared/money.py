@@ -11,7 +11,7 @@ tranche.shared.errors.ValidationError: 12.505 has more decimals than EUR allows 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from functools import cache
 
 from tranche.shared.errors import CurrencyMismatchError, ValidationError
@@ -62,18 +62,34 @@ def currency_code(value: str, *, field: str = "currency") -> str:
 
 
 def to_minor(value: Decimal, currency: str) -> int:
-    """Exact conversion of a major-unit Decimal to minor units; more decimals than allowed is an error."""
+    """Exact conversion of a major-unit Decimal to minor units; more decimals than allowed is an error (never
+    rounded, however small the excess), and so is an amount that does not fit 64 bits of minor units."""
     exponent = minor_exponent(currency)
     if not value.is_finite():
         raise ValidationError(f"{value} is not a finite amount")
-    scaled = value.scaleb(exponent)
-    if scaled != scaled.to_integral_value():
-        raise ValidationError(f"{value} has more decimals than {currency} allows ({exponent})")
+    shown = f"{value:.6}" if len(str(value)) > 40 else str(value)
+    if value and value.adjusted() + exponent > 18:  # 2**63 - 1 has 19 digits: no scaling needed to refuse it
+        raise ValidationError(
+            f"{shown} {currency} is too large: amounts are at most {to_major(MAX_MINOR, currency)} {currency}"
+        )
+    if value and _decimals(value) > exponent:
+        raise ValidationError(f"{shown} has more decimals than {currency} allows ({exponent})")
+    with localcontext() as exact:
+        exact.prec = 40  # enough for every amount that passed the bound above: scaling is exact
+        scaled = value.scaleb(exponent)
     if abs(scaled) > MAX_MINOR:
         raise ValidationError(
-            f"{value} {currency} is too large: amounts are at most {to_major(MAX_MINOR, currency)} {currency}"
+            f"{shown} {currency} is too large: amounts are at most {to_major(MAX_MINOR, currency)} {currency}"
         )
     return int(scaled)
+
+
+def _decimals(value: Decimal) -> int:
+    """How many decimals ``value`` really has (trailing zeros aside), read from its digits: no context rounds."""
+    _sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    trailing = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -(exponent + trailing))
 
 
 def to_major(amount: int, currency: str) -> Decimal:

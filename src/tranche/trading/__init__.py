@@ -2,7 +2,7 @@
 drives the matcher's books with them (:class:`Market`), reserving investors' cash with the ledger before any bid is
 confirmed."""
 
-from tranche.trading.adapters import SqlLedgerView, SqlPortfolioStore
+from tranche.trading.adapters import BusReservations, LedgerQueries, SqlPortfolioStore
 from tranche.trading.cashbook import Cashbook
 from tranche.trading.checks import Check, MarketState, evaluate, market_checks
 from tranche.trading.domain import (
@@ -47,6 +47,7 @@ __all__ = [
     "BucketComposition",
     "BucketDraft",
     "BucketPosition",
+    "BusReservations",
     "Cashbook",
     "Check",
     "Clients",
@@ -56,6 +57,7 @@ __all__ = [
     "InMemoryLedgerView",
     "InMemoryPortfolioStore",
     "InvalidPortfolioError",
+    "LedgerQueries",
     "LedgerUnavailableError",
     "LedgerView",
     "Market",
@@ -71,7 +73,6 @@ __all__ = [
     "PortfolioView",
     "ReservationAnswer",
     "Reservations",
-    "SqlLedgerView",
     "SqlPortfolioStore",
     "TradingError",
     "TradingService",

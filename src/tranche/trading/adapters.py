@@ -1,7 +1,10 @@
-"""The portfolio store on SQL tables (SQLite or PostgreSQL)."""
+"""Trading's adapters: the portfolio store on SQL tables (SQLite or PostgreSQL), and the market's ports to the
+ledger (its query ports for holdings and cash, its reservations over the bus)."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -9,9 +12,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, select, update
 
+from tranche.bus import Bus, BusError, EventCodec
+from tranche.ledger import HoldingStatus, LedgerReports, ReserveBids, request_reservations
+from tranche.matching import OfferMatched
+from tranche.shared.ids import new_id
 from tranche.trading.domain import HeldPrincipal, Portfolio, PortfolioStatus
 from tranche.trading.errors import PortfolioNotFoundError
 from tranche.trading.events import PortfolioChanged
+from tranche.trading.market import LedgerUnavailableError, ReservationAnswer
 from tranche.trading.store import (
     FillRow,
     FillStatus,
@@ -249,67 +257,54 @@ def _offer(row: Row[Any]) -> OfferRow:
     )
 
 
-class SqlLedgerView:
-    """What trading reads of the ledger, on the store: investors' available cash and the principal each funded
-    bid still holds."""
+class LedgerQueries:
+    """What trading reads of the ledger, through the ledger's query ports: investors' available cash and the
+    principal each funded bid still holds (:class:`tranche.trading.LedgerView`)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, reports: LedgerReports) -> None:
+        self.reports = reports
 
     def funded(self, portfolio_id: str) -> dict[str, HeldPrincipal]:
-        p = "?" if self.engine.dialect.name == "sqlite" else "%s"
-        with self.engine.connect() as conn:
-            rows = conn.exec_driver_sql(
-                "SELECT h.bid_id, a.credits_posted - a.debits_posted, h.status, h.amount "
-                "FROM ledger_holdings h JOIN ledger_accounts a ON a.id = h.account_id "
-                f"WHERE h.portfolio_id = {p} AND h.status NOT IN ('reserved', 'rolled_back', 'expired')",
-                (portfolio_id,),
-            ).all()
-        found: dict[str, HeldPrincipal] = {}
-        for bid_id, balance, status, amount in rows:
-            lost = int(amount) - int(balance) if status == "written_off" else 0
-            found[bid_id] = HeldPrincipal(int(balance), max(lost, 0))
-        return found
+        return {
+            h.bid_id: HeldPrincipal(h.held, h.written_off)
+            for h in self.reports.portfolio_holdings([portfolio_id])
+            if h.status is not HoldingStatus.RESERVED
+        }
 
     def available(self, investor_id: str, currency: str) -> int:
-        p = "?" if self.engine.dialect.name == "sqlite" else "%s"
-        with self.engine.connect() as conn:
-            row = conn.exec_driver_sql(
-                "SELECT credits_posted - debits_posted - debits_pending FROM ledger_accounts WHERE id = " + p,
-                (f"inv:{investor_id}:cash:{currency}",),
-            ).first()
-        return 0 if row is None else int(row[0])
+        return self.reports.available_cash_of([investor_id], currency)[investor_id]
 
 
-class SqlLedgerFigures:
-    """The ledger's side of the market's checks, on the store."""
+class BusReservations:
+    """The market's reservations, asked of the ledger role over the bus (:func:`tranche.ledger.request_reservations`).
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    The market steps on worker threads; each request is handed to the event loop the bus runs on, which
+    :meth:`attach` names once messaging has started. No answer (no ledger role, a timeout, the bus away) is a
+    :class:`LedgerUnavailableError`: the bids stay placed and are asked for again (a reservation is idempotent by bid).
+    """
 
-    def read(
-        self, conn: Connection, currency: str
-    ) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int], dict[str, int], int, int]:
-        """Funding posted per loan, funding pending per loan, principal held per portfolio (posted and pending),
-        and the currency's net posted and pending sums."""
-        p = "?" if conn.dialect.name == "sqlite" else "%s"
-        funded: dict[tuple[str, str], int] = {}
-        settling: dict[tuple[str, str], int] = {}
-        held: dict[str, int] = {}
-        for lender, loan, portfolio, status, amount, balance, pending in conn.exec_driver_sql(
-            "SELECT h.lender_id, h.loan_id, h.portfolio_id, h.status, h.amount, "
-            "a.credits_posted - a.debits_posted, a.credits_pending - a.debits_pending "
-            f"FROM ledger_holdings h JOIN ledger_accounts a ON a.id = h.account_id WHERE h.currency = {p}",
-            (currency,),
-        ):
-            key = (lender, loan)
-            if status == "reserved":
-                settling[key] = settling.get(key, 0) + int(amount)
-            elif status in ("active", "repaid", "defaulted", "written_off"):
-                funded[key] = funded.get(key, 0) + int(amount)
-            held[portfolio] = held.get(portfolio, 0) + int(balance) + int(pending)
-        row = conn.exec_driver_sql(
-            f"SELECT net_posted, net_pending FROM ledger_currency_totals WHERE currency = {p}", (currency,)
-        ).first()
-        net_posted, net_pending = (0, 0) if row is None else (int(row[0]), int(row[1]))
-        return funded, settling, {k: v for k, v in held.items() if v}, net_posted, net_pending
+    def __init__(self, bus: Bus, codec: EventCodec, *, timeout: float = 30.0) -> None:
+        self.bus = bus
+        self.codec = codec
+        self.timeout = timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def reserve(self, matches: Sequence[OfferMatched]) -> ReservationAnswer:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            raise LedgerUnavailableError(
+                "the market's messaging is not running: no reservation can be asked for"
+            )
+        command = ReserveBids(new_id("rsv"), tuple(matches))
+        asked = asyncio.run_coroutine_threadsafe(
+            request_reservations(self.bus, self.codec, command, timeout=self.timeout), loop
+        )
+        try:
+            answer = asked.result(self.timeout + 5)
+        except (BusError, TimeoutError, concurrent.futures.CancelledError) as error:
+            asked.cancel()
+            raise LedgerUnavailableError(f"the ledger did not answer the reservation: {error}") from error
+        return ReservationAnswer(frozenset(answer.reserved), {r.bid_id: r.code for r in answer.refused})

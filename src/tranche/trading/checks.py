@@ -22,9 +22,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from tranche.ledger import LedgerReports
 from tranche.matching import offer_sales
 from tranche.store.engine import reading
-from tranche.trading.adapters import SqlLedgerFigures
 from tranche.trading.service import TradingService
 
 LoanKey = tuple[str, str]  # (lender id, loan id)
@@ -171,24 +171,35 @@ def _held_is_the_ledgers(state: MarketState) -> Check:
 
 
 def market_state(
-    conn: Connection, currency: str, trading: TradingService, ledger: SqlLedgerFigures
+    conn: Connection, currency: str, trading: TradingService, ledger: LedgerReports
 ) -> MarketState:
-    """Read the figures of one currency's checks (in one read transaction where the store allows)."""
+    """Read the figures of one currency's checks: matching's record, trading's views, the ledger's positions."""
     offers = [
         SoldOffer(o.offer_id, o.lender_id, o.loan_id, o.amount, o.confirmed, o.all_or_nothing)
         for o in offer_sales(conn, currency)
     ]
-    funded, settling, ledger_held, net_posted, net_pending = ledger.read(conn, currency)
+    positions = ledger.market_positions(currency)
     shown: dict[str, int] = {}
     for portfolio_id in trading.store.ids_in(currency):
         invested = trading.view(portfolio_id).invested
         if invested:
             shown[portfolio_id] = invested
-    return MarketState(currency, offers, funded, settling, shown, ledger_held, net_posted, net_pending)
+    return MarketState(
+        currency,
+        offers,
+        positions.funded,
+        positions.settling,
+        shown,
+        positions.held,
+        positions.net_posted,
+        positions.net_pending,
+    )
 
 
-def market_checks(engine: Engine, trading: TradingService, currency: str) -> list[Check]:
+def market_checks(
+    engine: Engine, trading: TradingService, ledger: LedgerReports, currency: str
+) -> list[Check]:
     """Every invariant of one currency's market, with its figures (see the module docstring)."""
     with reading(engine) as conn:
-        state = market_state(conn, currency, trading, SqlLedgerFigures(engine))
+        state = market_state(conn, currency, trading, ledger)
     return evaluate(state)

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine
 
 from tranche.crm import lender_config_of
 from tranche.intake import LoansAssessed, LoansLeftActive, load_versions
+from tranche.ledger import CashAvailable, PortfolioDrifted
 from tranche.matching import (
     InvalidOfferError,
     MarginSchedule,
@@ -89,8 +90,21 @@ def apply_portfolio_change(event: PortfolioChanged, market: Market) -> None:
     market.portfolio_changed(event.portfolio_id, event.change)
 
 
+def rebalance_drifted(event: PortfolioDrifted, market: Market) -> None:
+    """Repayments, write-offs or fundings moved what the portfolio holds: the money that came back is put to
+    work again (within the investor's cash and what it keeps uninvested)."""
+    market.rebalance([event.portfolio_id])
+
+
+def put_cash_to_work(event: CashAvailable, market: Market) -> None:
+    """The investor's available cash changed: its portfolios in that currency plan again within it."""
+    market.cash_changed(event.investor_id, event.currency)
+
+
 HANDLERS: Handlers = {
     LoansAssessed: [offer_assessed_loans],
     LoansLeftActive: [take_loans_off],
     PortfolioChanged: [apply_portfolio_change],
+    PortfolioDrifted: [rebalance_drifted],
+    CashAvailable: [put_cash_to_work],
 }
